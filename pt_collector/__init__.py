@@ -1,0 +1,11 @@
+"""ptc: the SRv6 Path Tracing probe collector.
+
+capture (pcap, socket) -> decode (pure) -> batch -> sink (file, Kafka).
+"""
+
+from .decode import DecodeError, Decoder
+from .record import Hop, Node, Record
+
+__version__ = "0.1.0"
+
+__all__ = ["DecodeError", "Decoder", "Hop", "Node", "Record", "__version__"]

@@ -1,0 +1,513 @@
+"""The pure PT decoder: frame bytes in, probe record out.
+
+No sockets, asyncio, scapy or rich here. For any input `Decoder.decode`
+returns a Record, returns None (not a PT probe), or raises DecodeError
+(a frame that claims to be PT but is inconsistent); anything else is a bug.
+
+Speed comes from layouts: probes from one source along one path repeat the
+same headers and differ only in a few value fields (times, loads, MCDs,
+sequence). The first frame of a kind is walked field by field; the walk
+notes every byte that decided the structure and every value field, and
+compiles two structs: a guard over the deciding bytes and an extractor for
+the values. Later frames of the same length whose guard bytes are equal
+skip the walk: one unpack checks them, one unpack reads the values. The
+walk reads nothing else, so both paths give the same record.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from ipaddress import IPv6Address
+
+from .record import SCHEMA_VERSION, Hop, Node, Record
+from .tts import MAX_SHIFT, midpoint_times
+from .wire import (
+    ETH_P_IPV6,
+    ETH_P_VLAN,
+    EXT_HEADERS_8,
+    IPV6_HEADER,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPES_RAW,
+    MCD_SIZE,
+    NH_AH,
+    NH_FRAGMENT,
+    NH_HOP_BY_HOP,
+    NH_IPV6,
+    NH_ROUTING,
+    NS_PER_S,
+    OPT_PAD1,
+    OPT_PT,
+    PT_TLV_LEN,
+    ROUTING_TYPE_SRH,
+    SRH_FIXED,
+    SRH_NO_SEGMENTS,
+    TLV_PAD1,
+    TLV_PT,
+)
+
+MAX_LAYOUTS = 65536  # cached layouts before the cache starts afresh
+
+
+class DecodeError(Exception):
+    """A frame claims to be a PT probe but is inconsistent.
+
+    `layer` and `reason` are short fixed strings (counters group by them);
+    `offset` is the byte offset in the frame where the problem starts.
+    """
+
+    def __init__(self, layer: str, offset: int, reason: str) -> None:
+        super().__init__(f"{layer} at byte {offset}: {reason}")
+        self.layer = layer
+        self.offset = offset
+        self.reason = reason
+
+    @property
+    def key(self) -> str:
+        """`layer: reason`, the counter this error is counted under."""
+        return f"{self.layer}: {self.reason}"
+
+
+class _NotPT(Exception):
+    """Internal: the frame is no PT probe."""
+
+
+class _Walk:
+    """One field-by-field read of a frame, noting which bytes decided what."""
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+        self.size = len(frame)
+        self.deciding = bytearray(self.size)  # 1 where a byte decided the structure
+        self.values: list[tuple[int, str]] = []  # (offset, struct code), in frame order
+        self.claimed = False  # PT-ness established: inconsistencies are now malformed
+
+    def fail(self, layer: str, offset: int, reason: str) -> None:
+        if self.claimed:
+            raise DecodeError(layer, offset, reason)
+        raise _NotPT
+
+    def need(self, offset: int, size: int, limit: int, layer: str, reason: str) -> None:
+        if offset + size > min(limit, self.size):
+            self.fail(layer, offset, reason if limit <= self.size else "truncated frame")
+
+    def read(self, offset: int, size: int) -> bytes:
+        self.deciding[offset : offset + size] = b"\x01" * size
+        return self.frame[offset : offset + size]
+
+    def u8(self, offset: int) -> int:
+        self.deciding[offset] = 1
+        return self.frame[offset]
+
+    def u16(self, offset: int) -> int:
+        return int.from_bytes(self.read(offset, 2), "big")
+
+    def value(self, offset: int, code: str) -> None:
+        self.values.append((offset, code))
+
+
+class _Shape:
+    """Facts a walk found: where the values are and the constant strings."""
+
+    def __init__(self) -> None:
+        self.sink_addr: str | None = None
+        self.src_addr = ""
+        self.dst = ""
+        self.segments: tuple[str, ...] = ()
+        self.has_src_tlv = False
+
+
+# ---------------------------------------------------------------- the walk
+
+
+def _ipv6_offset(w: _Walk, linktype: int) -> int:
+    """Offset of the IPv6 header behind the link layer, or not PT."""
+    if linktype == LINKTYPE_ETHERNET:
+        off, ethertype_at = 14, 12
+        w.need(0, off, w.size, "ethernet", "truncated frame")
+        ethertype = w.u16(ethertype_at)
+        while ethertype in ETH_P_VLAN:
+            w.need(off, 4, w.size, "vlan", "truncated frame")
+            ethertype = w.u16(off + 2)
+            off += 4
+    elif linktype == LINKTYPE_LINUX_SLL:
+        off = 16
+        w.need(0, off, w.size, "sll", "truncated frame")
+        ethertype = w.u16(14)
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        off = 20
+        w.need(0, off, w.size, "sll2", "truncated frame")
+        ethertype = w.u16(0)
+    elif linktype in LINKTYPES_RAW:
+        off, ethertype = 0, ETH_P_IPV6
+    else:
+        raise _NotPT
+    if ethertype != ETH_P_IPV6:
+        raise _NotPT
+    return off
+
+
+def _ipv6_header(w: _Walk, off: int, limit: int, layer: str) -> tuple[int, int]:
+    """(next header, claimed end) of the IPv6 header at `off`.
+
+    The end is checked against `limit` by the caller once the packet claims
+    to be PT (`_check_end`): a truncated non-PT frame is just not PT.
+    """
+    w.need(off, IPV6_HEADER, limit, layer, "header runs past the enclosing packet")
+    if w.u8(off) >> 4 != 6:
+        w.fail(layer, off, "not IPv6")
+    head = w.read(off + 4, 3)  # payload length, next header
+    return head[2], off + IPV6_HEADER + (head[0] << 8 | head[1])
+
+
+def _check_end(w: _Walk, off: int, end: int, limit: int, layer: str, reason: str) -> None:
+    """A packet claiming more bytes than what encloses it (the frame, or the outer packet)."""
+    if end > limit:
+        w.fail(layer, off, reason)
+
+
+def _is_srh(w: _Walk, nh: int, pos: int, end: int, layer: str) -> bool:
+    if nh != NH_ROUTING:
+        return False
+    w.need(pos, 3, end, layer, "header runs past the packet")
+    return w.u8(pos + 2) == ROUTING_TYPE_SRH
+
+
+def _ext_size(w: _Walk, nh: int, pos: int, end: int, layer: str) -> int:
+    w.need(pos, 2, end, layer, "header runs past the packet")
+    if nh == NH_FRAGMENT:
+        size = 8
+    elif nh == NH_AH:
+        size = (w.u8(pos + 1) + 2) * 4
+    else:
+        size = (w.u8(pos + 1) + 1) * 8
+    w.need(pos, size, end, layer, "header runs past the packet")
+    return size
+
+
+def _hbh_pt_option(w: _Walk, pos: int, end: int) -> tuple[int, int] | None:
+    """(offset, length) of the MCD stack in the HbH header at `pos`, if it has PT."""
+    w.need(pos, 2, end, "hbh", "header runs past the packet")
+    hbh_end = pos + (w.u8(pos + 1) + 1) * 8
+    stack = None
+    p = pos + 2
+    while p < hbh_end:
+        w.need(pos, p + 1 - pos, end, "hbh", "header runs past the packet")
+        opt_type = w.u8(p)
+        if opt_type == OPT_PAD1:
+            p += 1
+            continue
+        w.need(pos, p + 2 - pos, end, "hbh", "header runs past the packet")
+        opt_len = w.u8(p + 1)
+        if opt_type == OPT_PT and stack is None:
+            w.claimed = True
+            if opt_len % MCD_SIZE:
+                w.fail("hbh-pt", p, "opt data len not a multiple of 3")
+            stack = (p + 2, opt_len)
+        if p + 2 + opt_len > hbh_end:
+            w.fail("hbh-pt" if stack and stack[0] == p + 2 else "hbh", p, "option runs past the header")
+        p += 2 + opt_len
+    w.need(pos, hbh_end - pos, end, "hbh", "header runs past the packet")
+    return stack
+
+
+def _srh(w: _Walk, pos: int, end: int, layer: str) -> tuple[list[int], int | None, int]:
+    """Walk the SRH at `pos`: (segment offsets in list order, PT TLV offset, size)."""
+    size = _ext_size(w, NH_ROUTING, pos, end, layer)
+    w.need(pos, SRH_FIXED, pos + size, layer, "header runs past the packet")
+    last_entry = w.u8(pos + 4)
+    count = 0 if last_entry == SRH_NO_SEGMENTS else last_entry + 1
+    tlv_at = pos + SRH_FIXED + 16 * count
+    if tlv_at > pos + size:
+        w.fail(layer, pos, "segment list runs past the header")
+    segments = list(range(pos + SRH_FIXED, tlv_at, 16))
+    pt_tlv = None
+    p = tlv_at
+    while p < pos + size:
+        tlv_type = w.u8(p)
+        if tlv_type == TLV_PAD1:
+            p += 1
+            continue
+        w.need(p, 2, pos + size, layer, "TLV runs past the header")
+        tlv_len = w.u8(p + 1)
+        w.need(p, 2 + tlv_len, pos + size, layer, "TLV runs past the header")
+        if tlv_type == TLV_PT and pt_tlv is None:
+            if tlv_len != PT_TLV_LEN:
+                w.fail("pt-tlv", p, "length is not 14")
+            pt_tlv = p
+        p += 2 + tlv_len
+    return segments, pt_tlv, size
+
+
+def _addr(w: _Walk, offset: int) -> str:
+    return _address_text(w.read(offset, 16))
+
+
+def _pt_tlv_values(w: _Walk, tlv: int, with_session: bool) -> None:
+    w.value(tlv + 2, "H")  # IF_ID << 4 | IF_LD
+    w.value(tlv + 4, "I")  # T64 seconds
+    w.value(tlv + 8, "I")  # T64 nanoseconds
+    if with_session:
+        w.value(tlv + 12, "H")
+        w.value(tlv + 14, "H")
+
+
+def _probe(w: _Walk, shape: _Shape, off: int, nh: int, end: int) -> bool:
+    """Walk the probe whose IPv6 header is at `off`: HbH-PT, then its SRH.
+
+    False if it carries no HbH-PT option (then it is no probe).
+    """
+    pos = off + IPV6_HEADER
+    if nh != NH_HOP_BY_HOP:
+        return False
+    stack = _hbh_pt_option(w, pos, end)
+    if stack is None:
+        return False
+    shape.src_addr = _addr(w, off + 8)
+    shape.dst = _addr(w, off + 24)
+    w.value(off, "I")  # version, traffic class, flow label
+    w.value(off + 7, "B")  # hop limit
+    w.value(stack[0], f"{stack[1]}s")
+    nh = w.u8(pos)
+    pos += _ext_size(w, NH_HOP_BY_HOP, pos, end, "hbh")
+    while nh in EXT_HEADERS_8 or nh in (NH_FRAGMENT, NH_AH):
+        if _is_srh(w, nh, pos, end, "srh"):
+            segments, tlv, _ = _srh(w, pos, end, "srh")
+            if tlv is None:
+                w.fail("srh", pos, "no PT TLV")
+                return False
+            shape.segments = tuple(_addr(w, s) for s in reversed(segments))
+            shape.has_src_tlv = True
+            _pt_tlv_values(w, tlv, with_session=True)
+            break
+        next_nh = w.u8(pos)
+        pos += _ext_size(w, nh, pos, end, "ipv6-ext")
+        nh = next_nh
+    return True
+
+
+def _walk(w: _Walk, linktype: int) -> _Shape:
+    """Walk a frame: a bare probe, or an encapsulation (outer IPv6 + SRH with the sink's TLV) around one."""
+    off = _ipv6_offset(w, linktype)
+    shape = _Shape()
+    nh, end = _ipv6_header(w, off, w.size, "ipv6")
+    if _probe(w, shape, off, nh, end):
+        _check_end(w, off, end, w.size, "ipv6", "truncated frame")
+        return shape
+    sink_tlv = None
+    pos = off + IPV6_HEADER
+    while nh in EXT_HEADERS_8 or nh in (NH_FRAGMENT, NH_AH):
+        if sink_tlv is None and _is_srh(w, nh, pos, end, "outer-srh"):
+            segments, sink_tlv, size = _srh(w, pos, end, "outer-srh")
+            if sink_tlv is None and len(segments) > 1:
+                sink_tlv = _tlv_over_last_sid(w, segments[-1])
+            w.claimed = sink_tlv is not None
+        else:
+            size = _ext_size(w, nh, pos, end, "outer-ext")
+        nh = w.u8(pos)
+        pos += size
+    if nh == NH_IPV6:
+        if sink_tlv is not None:
+            _pt_tlv_values(w, sink_tlv, with_session=False)
+            shape.sink_addr = _addr(w, off + 8)
+        inner_nh, inner_end = _ipv6_header(w, pos, end, "inner-ipv6")
+        _check_end(w, pos, inner_end, end, "inner-ipv6", "payload length runs past the enclosing packet")
+        if _probe(w, shape, pos, inner_nh, inner_end):
+            _check_end(w, off, end, w.size, "ipv6", "truncated frame")
+            return shape
+    w.fail("encapsulation", pos, "PT TLV without an inner probe")
+    raise _NotPT
+
+
+def _tlv_over_last_sid(w: _Walk, sid: int) -> int | None:
+    """An early VPP build wrote the sink's PT TLV over the last SID: survive it."""
+    if w.u8(sid) == TLV_PT and w.u8(sid + 1) == PT_TLV_LEN:
+        return sid
+    return None
+
+
+_address_cache: dict[bytes, str] = {}
+
+
+def _address_text(packed: bytes) -> str:
+    text = _address_cache.get(packed)
+    if text is None:
+        if len(_address_cache) >= MAX_LAYOUTS:
+            _address_cache.clear()
+        text = _address_cache[packed] = str(IPv6Address(packed))
+    return text
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def _struct_format(spans: list[tuple[int, str, int]]) -> str:
+    """A struct format reading (offset, code, size) spans in order, skipping the gaps."""
+    parts, at = [">"], 0
+    for offset, code, size in spans:
+        if offset > at:
+            parts.append(f"{offset - at}x")
+        parts.append(code)
+        at = offset + size
+    return "".join(parts)
+
+
+_structs: dict[str, struct.Struct] = {}
+
+
+def _compiled(fmt: str) -> struct.Struct:
+    st = _structs.get(fmt)
+    if st is None:
+        st = _structs[fmt] = struct.Struct(fmt)
+    return st
+
+
+def _guard_spans(deciding: bytearray) -> list[tuple[int, str, int]]:
+    spans, i, n = [], 0, len(deciding)
+    while i < n:
+        if deciding[i]:
+            j = deciding.find(0, i)
+            j = n if j < 0 else j
+            spans.append((i, f"{j - i}s", j - i))
+            i = j
+        else:
+            i += 1
+    return spans
+
+
+_NO_SRC_TLV = (0, 0, 0, 0, 0)
+
+
+class Layout:
+    """One compiled kind of frame: how to read its values and make a record."""
+
+    __slots__ = ("build", "values")
+
+    def __init__(self, values: Callable[[bytes], tuple], build: Callable[..., Record]) -> None:
+        self.values = values
+        self.build = build
+
+
+class _Guard:
+    """The deciding bytes of one kind of frame, and the layouts seen for each of their values."""
+
+    __slots__ = ("layouts", "unpack")
+
+    def __init__(self, unpack: Callable[[bytes], tuple]) -> None:
+        self.unpack = unpack
+        self.layouts: dict[tuple, Layout] = {}
+
+
+class Decoder:
+    """Decodes captured frames into probe records.
+
+    tts_shift: the TTS template shift (0..24) for midpoint time
+    reconstruction; None leaves every hop's time_ns None.
+    """
+
+    def __init__(self, tts_shift: int | None = None) -> None:
+        if tts_shift is not None and not 0 <= tts_shift <= MAX_SHIFT:
+            raise ValueError(f"TTS shift must be 0..{MAX_SHIFT}, not {tts_shift}")
+        self.tts_shift = tts_shift
+        self._guards: dict[tuple[int, int], list[_Guard]] = {}
+        self._layout_count = 0
+
+    def decode(self, frame: bytes, capture_ns: int = 0, linktype: int = LINKTYPE_ETHERNET) -> Record | None:
+        """The probe record of one frame; None if it is no PT probe; DecodeError if malformed."""
+        for guard in self._guards.get((linktype, len(frame)), ()):
+            layout = guard.layouts.get(guard.unpack(frame))
+            if layout is not None:
+                return layout.build(layout.values(frame), capture_ns)
+        layout = self._learn(frame, linktype)
+        if layout is None:
+            return None
+        return layout.build(layout.values(frame), capture_ns)
+
+    def _learn(self, frame: bytes, linktype: int) -> Layout | None:
+        w = _Walk(frame)
+        try:
+            shape = _walk(w, linktype)
+        except _NotPT:
+            return None
+        except (IndexError, struct.error) as exc:  # pragma: no cover - a walk bug, never input's fault
+            raise AssertionError(f"decoder walk read out of bounds: {exc}") from exc
+        values = _compiled(_struct_format([(o, c, struct.calcsize(">" + c)) for o, c in w.values]))
+        unpack_values = values.unpack_from
+        if not shape.has_src_tlv:
+
+            def unpack_values(frame: bytes, _unpack: Callable = values.unpack_from) -> tuple:
+                return _unpack(frame) + _NO_SRC_TLV
+
+        layout = Layout(unpack_values, self._builder(shape))
+        self._remember(linktype, frame, w.deciding, layout)
+        return layout
+
+    def _remember(self, linktype: int, frame: bytes, deciding: bytearray, layout: Layout) -> None:
+        if self._layout_count >= MAX_LAYOUTS:
+            self._guards.clear()
+            self._layout_count = 0
+        unpack = _compiled(_struct_format(_guard_spans(deciding))).unpack_from
+        guards = self._guards.setdefault((linktype, len(frame)), [])
+        for guard in guards:
+            if guard.unpack == unpack:
+                break
+        else:
+            guard = _Guard(unpack)
+            guards.append(guard)
+        guard.layouts[unpack(frame)] = layout
+        self._layout_count += 1
+
+    def _builder(self, shape: _Shape) -> Callable[..., Record]:
+        src_addr, sink_addr, dst, segments = shape.src_addr, shape.sink_addr, shape.dst, shape.segments
+        src_known = shape.has_src_tlv
+        hops_of = self._hops
+
+        if sink_addr is None:
+
+            def build_bare(v: tuple, capture_ns: int) -> Record:
+                vtcfl, hop_limit, stack, word, sec, nsec, session_id, sequence = v
+                src_ns = sec * NS_PER_S + nsec
+                return Record(
+                    SCHEMA_VERSION, capture_ns, session_id, sequence,
+                    Node(src_addr, word >> 4, word & 0xF, src_ns), None, dst, segments,
+                    hops_of(stack, None, None), None,
+                    vtcfl >> 20 & 0xFF, vtcfl & 0xFFFFF, hop_limit,
+                )  # fmt: skip
+
+            return build_bare
+
+        def build_encap(v: tuple, capture_ns: int) -> Record:
+            sink_word, sink_sec, sink_nsec, vtcfl, hop_limit, stack, word, sec, nsec, session_id, sequence = v
+            sink_ns = sink_sec * NS_PER_S + sink_nsec
+            src_ns = sec * NS_PER_S + nsec if src_known else None
+            return Record(
+                SCHEMA_VERSION, capture_ns, session_id, sequence,
+                Node(src_addr, word >> 4, word & 0xF, src_ns or 0),
+                Node(sink_addr, sink_word >> 4, sink_word & 0xF, sink_ns), dst, segments,
+                hops_of(stack, src_ns, sink_ns), None if src_ns is None else sink_ns - src_ns,
+                vtcfl >> 20 & 0xFF, vtcfl & 0xFFFFF, hop_limit,
+            )  # fmt: skip
+
+        return build_encap
+
+    def _hops(self, stack: bytes, src_ns: int | None, sink_ns: int | None) -> tuple[Hop, ...]:
+        """Hops in path order from an MCD stack (newest first, ended by an all-zero MCD)."""
+        octets = _mcd_struct(len(stack)).unpack(stack)
+        hops = []
+        for i in range(0, len(octets), MCD_SIZE):
+            oif_high, oif_low_oil, tts = octets[i], octets[i + 1], octets[i + 2]
+            if not (oif_high or oif_low_oil or tts):
+                break
+            hops.append(Hop(oif_high << 4 | oif_low_oil >> 4, oif_low_oil & 0xF, tts, None))
+        hops.reverse()
+        if self.tts_shift is None or src_ns is None or sink_ns is None:
+            return tuple(hops)
+        times = midpoint_times([hop.tts for hop in hops], self.tts_shift, src_ns, sink_ns)
+        return tuple(Hop(hop.if_id, hop.if_load, hop.tts, t) for hop, t in zip(hops, times, strict=True))
+
+
+def _mcd_struct(size: int) -> struct.Struct:
+    """One byte per item: OIF[11:4], OIF[3:0] << 4 | OIL, TTS for each MCD."""
+    return _compiled(f"{size}B")

@@ -1,0 +1,62 @@
+"""The probe record, ptc's output contract (../shared/docs/record-schema.md).
+
+Field names and order are the schema's; new fields may only be appended,
+with defaults.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+class Node(msgspec.Struct, frozen=True, gc=False):
+    """A PT source or sink node: address, interface id and load, T64 in ns."""
+
+    addr: str
+    if_id: int
+    if_load: int
+    time_ns: int
+
+
+class Hop(msgspec.Struct, frozen=True, gc=False):
+    """One midpoint, from its MCD; `time_ns` is the reconstructed time or None."""
+
+    if_id: int
+    if_load: int
+    tts: int
+    time_ns: int | None
+
+
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """One decoded probe, schema version 1."""
+
+    v: int
+    capture_ns: int
+    session_id: int
+    sequence: int
+    src: Node
+    sink: Node | None
+    dst: str
+    segments: tuple[str, ...]
+    hops: tuple[Hop, ...]
+    e2e_ns: int | None
+    traffic_class: int
+    flow_label: int
+    hop_limit: int
+
+
+json_encoder = msgspec.json.Encoder()
+json_decoder = msgspec.json.Decoder(Record)
+msgpack_encoder = msgspec.msgpack.Encoder()
+msgpack_decoder = msgspec.msgpack.Decoder(list[Record])
+
+
+def to_json_lines(records: list[Record]) -> bytes:
+    """Records as JSON lines, each ending in a newline."""
+    return json_encoder.encode_lines(records)
+
+
+def from_json_lines(data: bytes) -> list[Record]:
+    return [json_decoder.decode(line) for line in data.splitlines() if line.strip()]
