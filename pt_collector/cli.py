@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import click
 
@@ -26,6 +26,7 @@ from .tts import MAX_SHIFT
 from .wire import ETH_P_VLAN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
 
 EXIT_FAILED = 1
+T = TypeVar("T")
 
 TTS_SHIFT_HELP = (
     "TTS template shift (0..24) of the midpoints, for midpoint time reconstruction; "
@@ -48,6 +49,13 @@ def main() -> None:
     Decodes PT probes (HbH MCD stacks, SRH PT TLVs) into records
     (record schema v1) and writes them out.
     """
+
+
+def run_async(coro: Coroutine[object, object, T]) -> T:
+    """Run a coroutine on uvloop: installed here, at the entry point only."""
+    import uvloop
+
+    return uvloop.run(coro)
 
 
 @contextlib.contextmanager
@@ -89,7 +97,7 @@ def replay(files: tuple[Path, ...], output: str, tts_shift: int | None, progress
     show_progress = sys.stderr.isatty() if progress is None else progress
     with _open_output(output) as stream, _progress(show_progress) as on_batch:
         try:
-            stats = run_replay(files, decoder, JsonLinesSink(stream), on_batch)
+            stats = run_async(run_replay(files, decoder, JsonLinesSink(stream), on_batch))
         except BrokenPipeError:
             sys.stderr.close()  # the reader went away (| head): nothing left to report
             raise SystemExit(0) from None

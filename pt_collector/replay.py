@@ -57,13 +57,17 @@ class ReplayStats:
         return "\n".join(lines)
 
 
-def replay(
+async def replay(
     files: Iterable[str | Path],
     decoder: Decoder,
     sink: Sink,
     on_batch: Callable[[ReplayStats], None] | None = None,
 ) -> ReplayStats:
-    """Decode every frame of `files` into `sink`; `on_batch` sees the counters as they grow."""
+    """Decode every frame of `files` into `sink`; `on_batch` sees the counters as they grow.
+
+    Decoding is synchronous; the sink's write is awaited once per batch, which is
+    where backpressure (a full Kafka queue, say) slows the replay down.
+    """
     stats = ReplayStats()
     started = time.perf_counter()
     decode = decoder.decode
@@ -83,7 +87,7 @@ def replay(
                     continue
                 batch.append(record)
                 if len(batch) >= BATCH:
-                    sink.write(batch)
+                    await sink.write(batch)
                     stats.probes += len(batch)
                     batch = []
                     if on_batch:
@@ -91,8 +95,8 @@ def replay(
         except (CaptureError, OSError) as exc:
             stats.capture_errors.append(str(exc))
     if batch:
-        sink.write(batch)
+        await sink.write(batch)
         stats.probes += len(batch)
-    sink.flush()
+    await sink.flush()
     stats.elapsed_s = time.perf_counter() - started
     return stats

@@ -8,9 +8,11 @@ from .record import Record, to_json_lines
 
 
 class Sink(Protocol):
-    def write(self, records: list[Record]) -> None: ...
+    """Takes batches of records; `flush` returns once everything written is delivered."""
 
-    def flush(self) -> None: ...
+    async def write(self, records: list[Record]) -> None: ...
+
+    async def flush(self) -> None: ...
 
 
 class JsonLinesSink:
@@ -19,10 +21,10 @@ class JsonLinesSink:
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
 
-    def write(self, records: list[Record]) -> None:
+    async def write(self, records: list[Record]) -> None:
         self._stream.write(to_json_lines(records))
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         self._stream.flush()
 
 
@@ -32,8 +34,8 @@ class ListSink:
     def __init__(self) -> None:
         self.records: list[Record] = []
 
-    def write(self, records: list[Record]) -> None:
+    async def write(self, records: list[Record]) -> None:
         self.records.extend(records)
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         pass
