@@ -49,6 +49,7 @@ from .wire import (
 )
 
 MAX_LAYOUTS = 65536  # cached layouts before the cache starts afresh
+MAX_HOPS_CACHED = 1 << 17  # cached MCDs (about 15 MB at most)
 
 
 class DecodeError(Exception):
@@ -117,6 +118,7 @@ class _Shape:
         self.dst = ""
         self.segments: tuple[str, ...] = ()
         self.has_src_tlv = False
+        self.stack_len = 0
 
 
 # ---------------------------------------------------------------- the walk
@@ -270,6 +272,7 @@ def _probe(w: _Walk, shape: _Shape, off: int, nh: int, end: int) -> bool:
     w.value(off, "I")  # version, traffic class, flow label
     w.value(off + 7, "B")  # hop limit
     w.value(stack[0], f"{stack[1]}s")
+    shape.stack_len = stack[1]
     nh = w.u8(pos)
     pos += _ext_size(w, NH_HOP_BY_HOP, pos, end, "hbh")
     while nh in EXT_HEADERS_8 or nh in (NH_FRAGMENT, NH_AH):
@@ -413,6 +416,7 @@ class Decoder:
         self.tts_shift = tts_shift
         self._guards: dict[tuple[int, int], list[_Guard]] = {}
         self._layout_count = 0
+        self._hop_cache = _HopCache()
 
     def decode(self, frame: bytes, capture_ns: int = 0, linktype: int = LINKTYPE_ETHERNET) -> Record | None:
         """The probe record of one frame; None if it is no PT probe; DecodeError if malformed."""
@@ -462,7 +466,7 @@ class Decoder:
     def _builder(self, shape: _Shape) -> Callable[..., Record]:
         src_addr, sink_addr, dst, segments = shape.src_addr, shape.sink_addr, shape.dst, shape.segments
         src_known = shape.has_src_tlv
-        hops_of = self._hops
+        hops_of = self._hops_reader(shape.stack_len)
 
         if sink_addr is None:
 
@@ -492,22 +496,41 @@ class Decoder:
 
         return build_encap
 
-    def _hops(self, stack: bytes, src_ns: int | None, sink_ns: int | None) -> tuple[Hop, ...]:
-        """Hops in path order from an MCD stack (newest first, ended by an all-zero MCD)."""
-        octets = _mcd_struct(len(stack)).unpack(stack)
-        hops = []
-        for i in range(0, len(octets), MCD_SIZE):
-            oif_high, oif_low_oil, tts = octets[i], octets[i + 1], octets[i + 2]
-            if not (oif_high or oif_low_oil or tts):
-                break
-            hops.append(Hop(oif_high << 4 | oif_low_oil >> 4, oif_low_oil & 0xF, tts, None))
-        hops.reverse()
-        if self.tts_shift is None or src_ns is None or sink_ns is None:
-            return tuple(hops)
-        times = midpoint_times([hop.tts for hop in hops], self.tts_shift, src_ns, sink_ns)
-        return tuple(Hop(hop.if_id, hop.if_load, hop.tts, t) for hop, t in zip(hops, times, strict=True))
+    def _hops_reader(self, stack_len: int) -> Callable[[bytes, int | None, int | None], tuple[Hop, ...]]:
+        """hops(stack, src_ns, sink_ns): Hops in path order from an MCD stack of `stack_len` bytes.
+
+        The stack is newest first and ends at the first all-zero MCD. Hops
+        without a time come from a cache: an MCD is 3 bytes, and the same
+        interface, load and TTS come back again and again.
+        """
+        split = _compiled("3s" * (stack_len // MCD_SIZE)).unpack
+        hop_of = self._hop_cache.__getitem__
+        tts_shift = self.tts_shift
+
+        def hops(stack: bytes, src_ns: int | None, sink_ns: int | None) -> tuple[Hop, ...]:
+            mcds = split(stack)
+            try:
+                count = mcds.index(_EMPTY_MCD)
+            except ValueError:
+                count = len(mcds)
+            path = tuple(map(hop_of, mcds[count - 1 :: -1])) if count else ()
+            if tts_shift is None or src_ns is None or sink_ns is None:
+                return path
+            times = midpoint_times([hop.tts for hop in path], tts_shift, src_ns, sink_ns)
+            return tuple(Hop(hop.if_id, hop.if_load, hop.tts, t) for hop, t in zip(path, times, strict=True))
+
+        return hops
 
 
-def _mcd_struct(size: int) -> struct.Struct:
-    """One byte per item: OIF[11:4], OIF[3:0] << 4 | OIL, TTS for each MCD."""
-    return _compiled(f"{size}B")
+_EMPTY_MCD = bytes(MCD_SIZE)
+
+
+class _HopCache(dict[bytes, Hop]):
+    """The Hop (without a time) of each 3-byte MCD seen, bounded."""
+
+    def __missing__(self, mcd: bytes) -> Hop:
+        if len(self) >= MAX_HOPS_CACHED:
+            self.clear()
+        value = int.from_bytes(mcd, "big")
+        hop = self[mcd] = Hop(value >> 12, value >> 8 & 0xF, value & 0xFF, None)
+        return hop

@@ -80,7 +80,7 @@ def generate(
         packet = probe(path.src, path.segments[-1], path.segments, src_tlv, hop_limit=64)
         for if_id in path.midpoint_ifs:
             t += rng.randrange(100_000, 5_000_000)  # 0.1 to 5 ms per hop: well inside one TTS wrap
-            packet = push_mcd(packet, mcd(if_id, rng.randrange(16), tts_of(t, tts_shift)))
+            packet = push_mcd(packet, mcd(if_id, rng.randrange(4), tts_of(t, tts_shift)))
         t += rng.randrange(100_000, 5_000_000)
         if encap:
             packet = encapsulate(packet, path.sink, COLLECTOR, PtTlv(path.sink_if, rng.randrange(4), t))
