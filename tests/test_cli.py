@@ -99,9 +99,7 @@ def test_truncated_capture_exits_1_after_writing_what_it_could(pcaps, tmp_path):
     assert result.exit_code == 1
     assert len(from_json_lines(result.stdout.encode())) == 39
     errors = [line for line in result.stderr.splitlines() if line.startswith("ptc: error:")]
-    assert errors == [
-        f"ptc: error: {cut}: capture cut short at byte {cut.stat().st_size - (cut.stat().st_size - 24) % 246}"
-    ] or (len(errors) == 1 and "cut short" in errors[0])
+    assert len(errors) == 1 and errors[0].startswith(f"ptc: error: {cut}: capture cut short at byte ")
     assert "Traceback" not in result.stderr
 
 
@@ -114,7 +112,7 @@ def test_not_a_capture_is_one_line_and_exit_1(tmp_path, pcaps):
     assert result.stderr.strip().splitlines() == [f"ptc: error: {junk}: not a pcap or pcapng file (magic 68656c6c)"]
 
 
-@pytest.mark.parametrize("args", [["--tts-shift", "25"], ["--bogus"], []])
+@pytest.mark.parametrize("args", [["-o", "-", "--tts-shift", "25"], ["-o", "-", "--bogus"]])
 def test_usage_errors_exit_2(pcaps, args):
     result = run("replay", str(pcaps / "encap.pcap"), *args)
     assert result.exit_code == 2
