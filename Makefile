@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench pcaps kafka-up kafka-down kafka-status clean
+.PHONY: setup deps demo test lint bench pcaps kafka-up kafka-down kafka-status clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## a virtualenv with ptc and the test tools
 
+deps:  ## what the tests need from Debian: kcat, Java and Maven (for the Kafka broker)
+	@missing=""; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn  >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
 demo: setup  ## decode the bundled capture of encapsulated probes to stdout
 	$(BIN)/ptc replay pcaps/encap.pcap --tts-shift 18 --output -
 
-test: setup lint  ## every test, the real Kafka broker ones included
+test: deps setup lint  ## every test, the real Kafka broker ones included
 	$(BIN)/python -m pytest -q
 
 lint: setup

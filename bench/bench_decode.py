@@ -99,12 +99,15 @@ def main() -> int:
         ):
             best[name] = max(best.get(name, 0.0), rate)
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
-    print(f"# {args.count:,} encapsulated probes (5 MCDs, 3 segments), tts-shift {args.tts_shift}, best of {args.repeat}")
+    print(f"# {args.count:,} encapsulated probes (5 MCDs, 3 segments), tts-shift {args.tts_shift}")
+    print(f"# best of {args.repeat}, interleaved")
     for name, rate in best.items():
         print(f"{name:<34} {rate:>12,.0f} probes/s   {1e6 / rate:6.2f} us/probe")
-    print(f"{'ratio replay (ptc / baseline)':<34} {best['ptc replay (in process)'] / best['baseline replay (in process)']:>12.1f} x")
+    replay_ratio = best["ptc replay (in process)"] / best["baseline replay (in process)"]
+    print(f"{'ratio replay (ptc / baseline)':<34} {replay_ratio:>12.1f} x")
     print(f"{'ratio decode (ptc / baseline)':<34} {best['ptc decode only'] / best['baseline decode only']:>12.1f} x")
     return 0
 

@@ -59,6 +59,15 @@ def write_pcap(name: str, linktype: int, frames: list[bytes], step_ns: int = 1_0
     print(f"{name}: {len(frames)} frames")
 
 
+def write_generated(name: str, count: int, **kw: object) -> None:
+    """What `ptc generate` writes: the generator's own capture times."""
+    with open(OUT / name, "wb") as f:
+        writer = PcapWriter(f, LINKTYPE_ETHERNET)
+        for capture_ns, packet in generate(count, **kw):  # type: ignore[arg-type]
+            writer.write(capture_ns, ethernet(packet))
+    print(f"{name}: {count} frames")
+
+
 def walked(mcds: int, seq: int, segments: tuple[str, ...] = ("fcbb:bb00:2::", DST), **kw: object) -> bytes:
     """A probe after `mcds` midpoints (each 1 ms apart), encapsulated by the sink."""
     t = T0 + seq * 10_000_000
@@ -158,8 +167,8 @@ def not_pt() -> list[bytes]:
 
 def main() -> int:
     OUT.mkdir(exist_ok=True)
-    write_pcap("encap.pcap", LINKTYPE_ETHERNET, [ethernet(p) for _, p in generate(40, seed=1)])
-    write_pcap("bare.pcap", LINKTYPE_ETHERNET, [ethernet(p) for _, p in generate(20, seed=2, encap=False)])
+    write_generated("encap.pcap", 40, seed=1)  # ptc generate pcaps/encap.pcap -n 40 --seed 1
+    write_generated("bare.pcap", 20, seed=2, encap=False)  # ptc generate pcaps/bare.pcap -n 20 --seed 2 --bare
     write_pcap("mcd-0-to-14.pcap", LINKTYPE_ETHERNET, [ethernet(walked(k, k + 1)) for k in range(15)])
     write_pcap("srh-variants.pcap", LINKTYPE_ETHERNET, srh_variants())
     write_pcap("testbed-vpp.pcap", LINKTYPE_ETHERNET, testbed())

@@ -161,3 +161,12 @@ def test_help_answers_questions():
     text = run("replay", "--help").output
     for words in ("pcapng", "SLL", "--tts-shift", "Exit status", "template"):
         assert words in text
+
+
+@pytest.mark.parametrize(
+    "name, args", [("encap.pcap", ["-n", "40", "--seed", "1"]), ("bare.pcap", ["-n", "20", "--seed", "2", "--bare"])]
+)
+def test_bundled_generated_captures_are_what_generate_writes(pcaps, tmp_path, name, args):
+    out = tmp_path / name
+    assert run("generate", str(out), *args).exit_code == 0
+    assert out.read_bytes() == (pcaps / name).read_bytes()
