@@ -7,7 +7,8 @@ Typical encapsulated probes (5 MCDs, 3 segments, 4 sources) are generated
 once into bench/out/. Three figures per decoder, best of --repeat:
   replay   `ptc replay --output /dev/null`: read pcap, decode, JSON lines out
   decode   decoding only, over frames already in memory
-and, for ptc, the `ptc replay` command itself, pinned to one core.
+and, for ptc, the `ptc replay` command itself, pinned to one core, and the
+two stages around decoding on their own (reading the pcap, encoding JSON).
 The records of both decoders are compared first: equal work, or no figure.
 """
 
@@ -33,6 +34,7 @@ from pt_collector.decode import Decoder  # noqa: E402
 from pt_collector.encode import ethernet  # noqa: E402
 from pt_collector.generate import generate  # noqa: E402
 from pt_collector.pcap import PcapWriter, read_capture  # noqa: E402
+from pt_collector.record import to_json_lines  # noqa: E402
 from pt_collector.replay import replay  # noqa: E402
 from pt_collector.sinks import JsonLinesSink  # noqa: E402
 
@@ -62,6 +64,19 @@ def decode_rate(frames: list[tuple[int, int, bytes]], decoder: object) -> float:
     return len(frames) / (time.perf_counter() - started)
 
 
+def read_rate(path: Path) -> float:
+    started = time.perf_counter()
+    count = sum(1 for _ in read_capture(path))
+    return count / (time.perf_counter() - started)
+
+
+def json_rate(records: list) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(records), 1024):
+        to_json_lines(records[i : i + 1024])
+    return len(records) / (time.perf_counter() - started)
+
+
 def cli_rate(path: Path, count: int, tts_shift: int | None) -> float:
     ptc = shutil.which("ptc") or str(Path(sys.executable).parent / "ptc")
     cmd = [ptc, "replay", str(path), "--output", "/dev/null", "--quiet", "--no-progress"]
@@ -88,6 +103,7 @@ def main() -> int:
         if ours.decode(frame, capture_ns, linktype) != base.decode(frame, capture_ns, linktype):
             sys.exit("the decoders disagree: no figures")
 
+    records = [ours.decode(frame, capture_ns, linktype) for linktype, capture_ns, frame in frames]
     best: dict[str, float] = {}
     for _ in range(args.repeat):  # interleaved, so drift on a shared machine hits both
         for name, rate in (
@@ -96,6 +112,8 @@ def main() -> int:
             ("ptc decode only", decode_rate(frames, Decoder(args.tts_shift))),
             ("baseline decode only", decode_rate(frames, BaselineDecoder(args.tts_shift))),
             ("`ptc replay --output /dev/null`", cli_rate(path, args.count, args.tts_shift)),
+            ("stage: pcap read only", read_rate(path)),
+            ("stage: JSON lines encoding only", json_rate(records)),
         ):
             best[name] = max(best.get(name, 0.0), rate)
 

@@ -18,31 +18,29 @@ def window_start(tts: int, shift: int, lower: int, upper: int) -> int | None:
     """The one window start c for `tts` with c <= upper whose window ends after lower.
 
     A window is the instants whose nanoseconds-of-second n have
-    (n >> shift) & 0xFF == tts; it starts at n = tts << shift + k * 2**(shift+8)
+    (n >> shift) & 0xFF == tts: it starts at n = tts << shift + k * 2**(shift+8)
     and ends 2**shift later or at the end of the second, whichever is first.
-    None when no window or more than one fits.
+    None when no window or more than one fits. Windows end in the order they
+    start, so only the latest start <= upper and the one before it matter.
     """
-    # Any span of two seconds holds the same window offsets twice.
-    if upper < lower or upper - lower >= 2 * NS_PER_S:
+    first = tts << shift
+    if first >= NS_PER_S:
         return None
     width = 1 << shift
     period = 1 << (shift + 8)
-    first = tts << shift
-    found = None
-    for sec in range(lower // NS_PER_S, upper // NS_PER_S + 1):
-        base = sec * NS_PER_S
-        top = min(upper - base, NS_PER_S - 1)  # n <= top
-        if top < first:
-            continue
-        k_first = max(0, -(-(lower - width + 1 - base - first) // period))  # first k with c + width > lower
-        for k in range(k_first, (top - first) // period + 1):
-            c = base + first + k * period
-            if min(c + width, base + NS_PER_S) <= lower:
-                continue
-            if found is not None:
-                return None
-            found = c
-    return found
+    last_k = (NS_PER_S - 1 - first) // period  # the last window of a second
+    base = upper - upper % NS_PER_S
+    n = upper - base
+    if n >= first:
+        k = (n - first) // period
+    else:
+        base, k = base - NS_PER_S, last_k
+    latest = base + first + k * period
+    if min(latest + width, base + NS_PER_S) <= lower:
+        return None
+    # the window before: earlier in this second, or the last one of the second before
+    before_end = latest - period + width if k else min(base - NS_PER_S + first + last_k * period + width, base)
+    return None if before_end > lower else latest
 
 
 def midpoint_times(tts_path: Sequence[int], shift: int, src_ns: int, sink_ns: int) -> list[int | None]:

@@ -37,8 +37,11 @@ def test_no_window_when_the_tts_cannot_occur():
     assert window_start(60, 24, 5 * S, 5 * S + 900_000_000) is None
 
 
-def test_upper_before_lower_has_no_candidate():
+def test_upper_before_lower_has_no_candidate_unless_one_window_holds_both():
     assert window_start(1, 18, 10 * S, 9 * S) is None
+    # the doc's rule: c <= upper and c + 2**S > lower, even when the clocks are out of step
+    c = 10 * S + (7 << 18)
+    assert window_start(7, 18, c + 100, c + 50) == c
 
 
 def test_wrap_at_the_second_boundary():
@@ -95,3 +98,39 @@ def test_times_are_window_starts_of_the_true_times_when_hops_are_close(shift, se
         if got is not None:  # ambiguity is allowed to give None, never a wrong time
             assert got <= real < got + (1 << shift)
             assert (got % S) >> shift & 0xFF == tts(real, shift)
+
+
+def reference_window_start(tts: int, shift: int, lower: int, upper: int) -> int | None:
+    """Every window of every second that meets [lower, upper], counted one by one."""
+    width, period = 1 << shift, 1 << (shift + 8)
+    found = []
+    for sec in range(lower // S - 1, upper // S + 1):
+        base = sec * S
+        k = max(0, (lower - width - base - (tts << shift)) // period)  # windows before this end before lower
+        while (n := (tts << shift) + k * period) < S and base + n <= upper:
+            if min(base + n + width, base + S) > lower:
+                found.append(base + n)
+                if len(found) > 1:
+                    return None
+            k += 1
+    return found[0] if len(found) == 1 else None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.integers(0, 255),
+    st.integers(0, 24),
+    st.integers(0, 10**12),
+    st.integers(-(10**6), 3 * 10**9),
+)
+def test_window_start_matches_counting_every_window(x, shift, lower, span):
+    upper = lower + span
+    assert window_start(x, shift, lower, upper) == reference_window_start(x, shift, lower, upper)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.integers(0, 255), st.integers(0, 24), st.integers(0, 10**12), st.integers(0, 10**7), st.integers(0, 10**7))
+def test_window_start_near_second_boundaries(x, shift, sec, before, after):
+    boundary = sec * S
+    lower, upper = boundary - before, boundary + after
+    assert window_start(x, shift, lower, upper) == reference_window_start(x, shift, lower, upper)
