@@ -31,29 +31,44 @@ class CaptureError(Exception):
     """A capture file that cannot be read (on, or from some point on)."""
 
 
-def read_capture(path: str | Path) -> Iterator[Frame]:
-    """Frames of a pcap or pcapng file, in file order."""
-    with open(path, "rb") as f:
-        try:
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError:  # an empty file cannot be mapped
-            raise CaptureError(f"{path}: empty file, not a capture") from None
-    with data:
-        if len(data) < 4:
-            raise CaptureError(f"{path}: too short to be a capture")
-        magic = data[:4]
-        if magic == PCAPNG_SHB.to_bytes(4, "big"):
-            yield from _pcapng(data, str(path))
-        elif int.from_bytes(magic, "big") in (PCAP_MAGIC_US, PCAP_MAGIC_NS) or int.from_bytes(magic, "little") in (
-            PCAP_MAGIC_US,
-            PCAP_MAGIC_NS,
-        ):
-            yield from _pcap(data, str(path))
-        else:
-            raise CaptureError(f"{path}: not a pcap or pcapng file (magic {magic.hex()})")
+class Capture:
+    """The frames of one pcap or pcapng file, in file order.
+
+    `offset` is how far reading has got, in bytes, for progress displays.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        path = self.path
+        with open(path, "rb") as f:
+            try:
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # an empty file cannot be mapped
+                raise CaptureError(f"{path}: empty file, not a capture") from None
+        with data:
+            if len(data) < 4:
+                raise CaptureError(f"{path}: too short to be a capture")
+            magic = data[:4]
+            if magic == PCAPNG_SHB.to_bytes(4, "big"):
+                yield from _pcapng(data, str(path), self)
+            elif PCAP_MAGIC_US.to_bytes(4, "big") in (magic, magic[::-1]) or PCAP_MAGIC_NS.to_bytes(4, "big") in (
+                magic,
+                magic[::-1],
+            ):
+                yield from _pcap(data, str(path), self)
+            else:
+                raise CaptureError(f"{path}: not a pcap or pcapng file (magic {magic.hex()})")
 
 
-def _pcap(data: mmap.mmap, name: str) -> Iterator[Frame]:
+def read_capture(path: str | Path) -> Capture:
+    """The frames of a pcap or pcapng file: (linktype, capture time in ns, frame bytes)."""
+    return Capture(path)
+
+
+def _pcap(data: mmap.mmap, name: str, progress: Capture) -> Iterator[Frame]:
     if len(data) < 24:
         raise CaptureError(f"{name}: pcap header cut short")
     order = "<" if int.from_bytes(data[:4], "little") in (PCAP_MAGIC_US, PCAP_MAGIC_NS) else ">"
@@ -70,7 +85,7 @@ def _pcap(data: mmap.mmap, name: str) -> Iterator[Frame]:
         if end > size:
             break
         yield linktype, sec * 1_000_000_000 + frac * frac_ns, data[at + 16 : end]
-        at = end
+        at = progress.offset = end
     if at != size:
         raise CaptureError(f"{name}: capture cut short at byte {at}")
 
@@ -91,7 +106,7 @@ def _tsresol_ns(options: bytes, order: str) -> tuple[int, int]:
     return 1000, 1  # microseconds by default
 
 
-def _pcapng(data: mmap.mmap, name: str) -> Iterator[Frame]:
+def _pcapng(data: mmap.mmap, name: str, progress: Capture) -> Iterator[Frame]:
     size, at = len(data), 0
     order = "<"
     interfaces: list[tuple[int, int, int, int]] = []  # linktype, snaplen, multiplier, divisor
@@ -134,6 +149,7 @@ def _pcapng(data: mmap.mmap, name: str) -> Iterator[Frame]:
             caplen = min(origlen, snaplen or origlen, length - 16)
             yield linktype, 0, data[body + 4 : body + 4 + caplen]
         at += length
+        progress.offset = at
     if at != size:
         raise CaptureError(f"{name}: capture cut short at byte {at}")
 
