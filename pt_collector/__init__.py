@@ -4,8 +4,9 @@ capture (pcap, socket) -> decode (pure) -> batch -> sink (file, Kafka).
 """
 
 from .decode import DecodeError, Decoder
+from .message import MessageError, decode_message
 from .record import Hop, Node, Record
 
 __version__ = "0.1.0"
 
-__all__ = ["DecodeError", "Decoder", "Hop", "Node", "Record", "__version__"]
+__all__ = ["DecodeError", "Decoder", "Hop", "MessageError", "Node", "Record", "__version__", "decode_message"]

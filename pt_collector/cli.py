@@ -7,10 +7,12 @@ file unreadable, an output that cannot be written), 2 a usage error.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import click
 
@@ -18,7 +20,22 @@ from . import __version__
 from .decode import Decoder
 from .encode import ethernet, linux_sll, linux_sll2
 from .generate import generate as generate_probes
+from .kafka import ConsumeStats, KafkaConfigError, KafkaUnavailable
+from .kafka import consume as consume_records
+from .kafka_options import (
+    CLUSTER_PARAMS,
+    PRODUCER_PARAMS,
+    batcher_from,
+    cluster_from,
+    cluster_options,
+    given_on_command_line,
+    producer_options,
+    producer_settings_from,
+    topic_option,
+)
+from .kafka_sink import DeliveryCounters, KafkaSink, open_kafka_sink
 from .pcap import PcapWriter
+from .record import Record, to_json_lines
 from .replay import ReplayStats
 from .replay import replay as run_replay
 from .sinks import JsonLinesSink
@@ -74,8 +91,8 @@ def _open_output(output: str) -> Iterator[BinaryIO]:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "-o", "--output", required=True, metavar="FILE",
-    help="Write records as JSON lines to FILE ('-' for stdout).",
+    "-o", "--output", metavar="FILE",
+    help="Write records as JSON lines to FILE ('-' for stdout) instead of sending them to Kafka.",
 )  # fmt: skip
 @click.option("--tts-shift", type=click.IntRange(0, MAX_SHIFT), default=None, help=TTS_SHIFT_HELP)
 @click.option(
@@ -83,18 +100,42 @@ def _open_output(output: str) -> Iterator[BinaryIO]:
     help="Show a progress line on stderr [default: when stderr is a terminal].",
 )  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def replay(files: tuple[Path, ...], output: str, tts_shift: int | None, progress: bool | None, quiet: bool) -> None:
+@topic_option("send the records to")
+@producer_options(when_full="block")
+@cluster_options
+@click.pass_context
+def replay(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    output: str | None,
+    tts_shift: int | None,
+    progress: bool | None,
+    quiet: bool,
+    **kafka: Any,
+) -> None:
     """Decode PT probes from capture FILES (pcap or pcapng).
 
     Link types: Ethernet (802.1Q/802.1ad tags too), Linux cooked (SLL, SLL2)
     and raw IPv6. Every frame is counted once: decoded, not PT, or
     malformed (by reason); a summary goes to stderr at the end.
 
-    Exit status 0 when every file was read to its end, 1 when a file could
-    not be read (the frames before the damage are still decoded).
+    With --output the records go to a file as JSON lines; without it they go
+    to the Kafka topic --topic (default pt-probes) on --brokers, in batches of
+    one source node's records per message (docs/kafka.md).
+
+    Exit status 0 when every file was read to its end (and, into Kafka, every
+    decoded record was acknowledged by the broker); 1 when a file could not be
+    read (the frames before the damage are still decoded), the brokers could
+    not be reached, or records were dropped or not acknowledged.
     """
     decoder = Decoder(tts_shift)
     show_progress = sys.stderr.isatty() if progress is None else progress
+    if output is None:
+        _replay_to_kafka(files, decoder, show_progress, quiet, kafka)
+        return
+    kafka_given = given_on_command_line(ctx, PRODUCER_PARAMS + CLUSTER_PARAMS)
+    if kafka_given:
+        raise click.UsageError(f"{', '.join(kafka_given)}: Kafka options, but --output writes a file")
     with _open_output(output) as stream, _progress(show_progress) as on_batch:
         try:
             stats = run_async(run_replay(files, decoder, JsonLinesSink(stream), on_batch))
@@ -106,6 +147,150 @@ def replay(files: tuple[Path, ...], output: str, tts_shift: int | None, progress
     for error in stats.capture_errors:
         click.echo(f"ptc: error: {error}", err=True)
     if stats.capture_errors:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _replay_to_kafka(
+    files: tuple[Path, ...], decoder: Decoder, show_progress: bool, quiet: bool, params: dict[str, Any]
+) -> None:
+    """Replay into Kafka; exit status 1 unless every decoded record was acknowledged."""
+    with _kafka_usage():
+        cluster, settings, batcher = cluster_from(params), producer_settings_from(params), batcher_from(params)
+        settings.check()
+        cluster.client_options()  # TLS files are read here: a bad one is a usage error, before any work
+    _kafka_client_log(params["verbose"])
+    opened = open_kafka_sink(
+        cluster, settings, params["topic"], batcher, max_pending=params["max_pending"], when_full=params["when_full"]
+    )
+    with _progress(show_progress) as on_batch:
+        try:
+            stats, counters = run_async(_replay_into(opened, files, decoder, on_batch))
+        except KafkaUnavailable as exc:
+            raise Failed(str(exc)) from None
+    _delivery_report(stats, counters, params["max_pending"], quiet)
+
+
+def _delivery_report(stats: ReplayStats, counters: DeliveryCounters, max_pending: int, quiet: bool) -> None:
+    """The summary, one error line per kind of loss, exit status 1 unless every record was acknowledged."""
+    if not quiet:
+        click.echo(stats.summary(), err=True)
+        click.echo(counters.summary(), err=True)
+    for error in stats.capture_errors:
+        click.echo(f"ptc: error: {error}", err=True)
+    if counters.dropped:
+        waiting = f"--max-pending {max_pending:,} records were waiting for the broker (--when-full drop)"
+        click.echo(f"ptc: error: {counters.dropped:,} records dropped: {waiting}", err=True)
+    if counters.failed:
+        too_large = "MessageSizeTooLarge" in counters.last_error
+        hint = " (is --batch-bytes above the broker's message.max.bytes?)" if too_large else ""
+        click.echo(f"ptc: error: {counters.failed:,} records not acknowledged: {counters.last_error}{hint}", err=True)
+    if stats.capture_errors or counters.acked != stats.probes:
+        raise SystemExit(EXIT_FAILED)
+
+
+async def _replay_into(
+    opened: AbstractAsyncContextManager[KafkaSink],
+    files: tuple[Path, ...],
+    decoder: Decoder,
+    on_batch: Callable[[ReplayStats], None] | None,
+) -> tuple[ReplayStats, DeliveryCounters]:
+    async with opened as sink:
+        stats = await run_replay(files, decoder, sink, on_batch)
+    return stats, sink.counters
+
+
+@contextlib.contextmanager
+def _kafka_usage() -> Iterator[None]:
+    """Settings that cannot work together are a usage error (exit status 2)."""
+    try:
+        yield
+    except KafkaConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _kafka_client_log(verbose: bool) -> None:
+    """aiokafka logs every failed connection attempt; ptc reports the outcome in one line instead (-v shows them)."""
+    handler = logging.StreamHandler(sys.stderr) if verbose else logging.NullHandler()
+    handler.setFormatter(logging.Formatter("aiokafka: %(levelname)s: %(message)s"))
+    logger = logging.getLogger("aiokafka")
+    logger.propagate = False
+    logger.handlers = [handler]
+
+
+@main.command()
+@topic_option("read")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest message kept [default: only new ones].")
+@click.option("-n", "--max", "max_records", type=click.IntRange(min=1), metavar="N", help="Stop after N records.")
+@click.option(
+    "-o", "--output", default="-", show_default=True, metavar="FILE",
+    help="Write the records as JSON lines to FILE ('-' for stdout).",
+)  # fmt: skip
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+    help="Stop once no message came for SECONDS [default: wait for ever].",
+)  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@cluster_options
+def consume(
+    topic: str,
+    from_beginning: bool,
+    max_records: int | None,
+    output: str,
+    timeout: float | None,
+    quiet: bool,
+    **kafka: Any,
+) -> None:
+    """Read ptc messages from a Kafka topic; print one record per line.
+
+    Messages in either format (json, msgpack) come out as JSON lines in the
+    record schema, in order within each partition (so per source node).
+    Every partition is read, with no consumer group: nothing is committed.
+    A message that is not a ptc batch is named on stderr and skipped.
+
+    It runs until --max records, until --timeout seconds pass without a
+    message, or until interrupted (Ctrl-C); a summary goes to stderr.
+
+    Exit status 0 when it stopped there; 1 when the brokers could not be
+    reached, a message was not a ptc batch, or it stopped before --max
+    records.
+    """
+    with _kafka_usage():
+        cluster = cluster_from(kafka)
+        cluster.client_options()
+    _kafka_client_log(kafka["verbose"])
+    with _open_output(output) as stream:
+
+        def emit(records: list[Record]) -> None:
+            stream.write(to_json_lines(records))
+            stream.flush()
+
+        stats = ConsumeStats()
+        reading = consume_records(
+            cluster, topic, emit, from_beginning=from_beginning, max_records=max_records, idle_timeout_s=timeout,
+            stats=stats,
+        )  # fmt: skip
+        stopped_by = "--timeout"
+        try:
+            run_async(reading)
+        except KafkaUnavailable as exc:
+            raise Failed(str(exc)) from None
+        except BrokenPipeError:
+            sys.stderr.close()
+            raise SystemExit(0) from None
+        except KeyboardInterrupt:  # the way to stop it without --max or --timeout
+            stopped_by = "the interrupt"
+    _consume_report(stats, max_records, stopped_by, quiet)
+
+
+def _consume_report(stats: ConsumeStats, max_records: int | None, stopped_by: str, quiet: bool) -> None:
+    if not quiet:
+        click.echo(f"consumed {stats.records:,} records from {stats.messages:,} messages", err=True)
+    for bad in stats.bad:
+        click.echo(f"ptc: error: {bad}", err=True)
+    short = max_records is not None and stats.records < max_records
+    if short:
+        click.echo(f"ptc: error: {stats.records:,} of {max_records:,} records before {stopped_by}", err=True)
+    if short or stats.bad:
         raise SystemExit(EXIT_FAILED)
 
 

@@ -59,4 +59,4 @@ def to_json_lines(records: list[Record]) -> bytes:
 
 
 def from_json_lines(data: bytes) -> list[Record]:
-    return [json_decoder.decode(line) for line in data.splitlines() if line.strip()]
+    return json_decoder.decode_lines(data)

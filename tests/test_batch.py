@@ -1,0 +1,92 @@
+"""Batching per source node: count, byte and linger limits, order, with the clock passed in."""
+
+from __future__ import annotations
+
+import pytest
+
+from pt_collector import Decoder, Record, decode_message
+from pt_collector.batch import Batcher
+from pt_collector.generate import generate
+from pt_collector.message import Message
+from pt_collector.wire import LINKTYPE_RAW
+
+
+def records_of(count: int, sources: int) -> list[Record]:
+    decoder = Decoder(tts_shift=18)
+    return [decoder.decode(p, t, LINKTYPE_RAW) for t, p in generate(count, sources=sources)]
+
+
+def unpack(messages: list[Message]) -> list[Record]:
+    return [r for m in messages for r in decode_message(m.value, m.headers)]
+
+
+def by_source(records: list[Record]) -> dict[str, list[Record]]:
+    groups: dict[str, list[Record]] = {}
+    for r in records:
+        groups.setdefault(r.src.addr, []).append(r)
+    return groups
+
+
+def test_messages_hold_one_source_and_keep_its_order():
+    records = records_of(400, sources=5)
+    batcher = Batcher("json", max_records=30, max_bytes=10**9, linger_s=1.0)
+    messages = batcher.add(records[:250], now=0.0) + batcher.add(records[250:], now=0.1) + batcher.drain()
+    for m in messages:
+        addrs = {r.src.addr for r in decode_message(m.value, m.headers)}
+        assert addrs == {m.key.decode()}
+    assert by_source(unpack(messages)) == by_source(records)
+    assert sorted(m.count for m in messages)[-1] == 30
+    assert batcher.held == 0
+
+
+def test_a_batch_closes_at_max_records():
+    records = records_of(10, sources=1)
+    batcher = Batcher("msgpack", max_records=4, max_bytes=10**9, linger_s=1.0)
+    assert [m.count for m in batcher.add(records, now=0.0)] == [4, 4]
+    assert batcher.held == 2
+    assert [m.count for m in batcher.drain()] == [2]
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_byte_limit_holds_and_the_estimate_closes_batches_early(fmt):
+    records = records_of(6000, sources=3)
+    max_bytes = 20_000
+    batcher = Batcher(fmt, max_records=1000, max_bytes=max_bytes, linger_s=1.0)
+    messages = []
+    for i in range(0, len(records), 100):
+        messages += batcher.add(records[i : i + 100], now=0.0)
+    messages += batcher.drain()
+    assert all(len(m.value) <= max_bytes for m in messages)
+    assert by_source(unpack(messages)) == by_source(records)
+    # split batches and the size estimate after them fill messages to most of the limit
+    assert sum(len(m.value) for m in messages) / len(messages) > 0.85 * max_bytes
+
+
+def test_linger_closes_old_batches_only():
+    a, b = records_of(2, sources=2)
+    batcher = Batcher("json", max_records=100, max_bytes=10**9, linger_s=0.5)
+    assert batcher.next_due() is None
+    assert batcher.add([a], now=10.0) == []
+    assert batcher.add([b], now=10.3) == []
+    assert batcher.next_due() == 10.5
+    assert batcher.due(now=10.49) == []
+    due = batcher.due(now=10.5)
+    assert [m.key for m in due] == [a.src.addr.encode()]
+    assert batcher.next_due() == pytest.approx(10.8)
+    assert [m.key for m in batcher.due(now=11.0)] == [b.src.addr.encode()]
+    assert batcher.next_due() is None and batcher.held == 0
+
+
+def test_a_source_batch_reopens_after_closing():
+    records = records_of(6, sources=1)
+    batcher = Batcher("json", max_records=100, max_bytes=10**9, linger_s=0.0)
+    batcher.add(records[:3], now=1.0)
+    assert [m.count for m in batcher.due(now=1.0)] == [3]
+    batcher.add(records[3:], now=2.0)
+    assert unpack(batcher.drain()) == records[3:]
+
+
+@pytest.mark.parametrize(("max_records", "max_bytes", "linger_s"), [(0, 1, 0.0), (1, 0, 0.0), (1, 1, -1.0)])
+def test_bad_limits(max_records, max_bytes, linger_s):
+    with pytest.raises(ValueError):
+        Batcher("json", max_records, max_bytes, linger_s)
