@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint bench pcaps kafka-up kafka-down kafka-status clean
+.PHONY: setup deps demo test lint bench bench-kafka pcaps kafka-up kafka-down kafka-status clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ lint: setup
 
 bench: setup  ## decode speed against a per-field struct.unpack_from decoder
 	$(BIN)/python bench/bench_decode.py
+
+bench-kafka: setup  ## delivery into a real broker against one send() per probe
+	$(BIN)/python bench/bench_kafka.py
 
 pcaps: setup  ## rebuild the bundled captures in pcaps/
 	$(BIN)/python scripts/make_pcaps.py

@@ -295,20 +295,21 @@ def _consume_report(stats: ConsumeStats, max_records: int | None, stopped_by: st
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[object]:
-    """A rich live line of frames, probes and rate; yields the replay callback."""
+def _progress(enabled: bool) -> Iterator[Callable[[ReplayStats], None] | None]:
+    """A rich progress bar over the capture files' bytes; yields the replay callback."""
     if not enabled:
         yield None
         return
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("replaying")
+        task = bar.add_task("replaying", total=None)
 
         def on_batch(stats: ReplayStats) -> None:
-            bar.update(task, description=f"{stats.frames:,} frames, {stats.probes:,} probes")
+            description = f"{stats.frames:,} frames, {stats.probes:,} probes"
+            bar.update(task, description=description, total=stats.bytes_total, completed=stats.bytes_read)
 
         yield on_batch
 

@@ -7,6 +7,7 @@ Every frame ends in exactly one counter: decoded, not PT, or malformed
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -29,6 +30,8 @@ class ReplayStats:
     malformed: Counter[str] = field(default_factory=Counter)
     capture_errors: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    bytes_total: int = 0  # of the capture files, for progress
+    bytes_read: int = 0
 
     @property
     def malformed_total(self) -> int:
@@ -70,12 +73,16 @@ async def replay(
     """
     stats = ReplayStats()
     started = time.perf_counter()
+    files = list(files)
+    stats.bytes_total = sum(_size(path) for path in files)
     decode = decoder.decode
     batch = []
     for path in files:
         stats.files += 1
+        done = stats.bytes_read
+        capture = read_capture(path)
         try:
-            for linktype, capture_ns, frame in read_capture(path):
+            for linktype, capture_ns, frame in capture:
                 stats.frames += 1
                 try:
                     record = decode(frame, capture_ns, linktype)
@@ -91,12 +98,21 @@ async def replay(
                     stats.probes += len(batch)
                     batch = []
                     if on_batch:
+                        stats.bytes_read = done + capture.offset
                         on_batch(stats)
         except (CaptureError, OSError) as exc:
             stats.capture_errors.append(str(exc))
+        stats.bytes_read = done + _size(path)
     if batch:
         await sink.write(batch)
         stats.probes += len(batch)
     await sink.flush()
     stats.elapsed_s = time.perf_counter() - started
     return stats
+
+
+def _size(path: str | Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

@@ -170,3 +170,22 @@ def test_bundled_generated_captures_are_what_generate_writes(pcaps, tmp_path, na
     out = tmp_path / name
     assert run("generate", str(out), *args).exit_code == 0
     assert out.read_bytes() == (pcaps / name).read_bytes()
+
+
+def test_replay_reports_progress_over_the_files_bytes(tmp_path):
+    import asyncio
+
+    from pt_collector.replay import replay
+    from pt_collector.sinks import ListSink
+
+    pcap = tmp_path / "p.pcap"
+    run("generate", str(pcap), "-n", "5000")
+    seen: list[tuple[int, int, int]] = []
+    sink = ListSink()
+    stats = asyncio.run(
+        replay([pcap, pcap], Decoder(), sink, lambda s: seen.append((s.probes, s.bytes_read, s.bytes_total)))
+    )
+    total = 2 * pcap.stat().st_size
+    assert len(seen) >= 9 and all(t == total for _, _, t in seen)
+    assert [b for _, b, _ in seen] == sorted(b for _, b, _ in seen) and 0 < seen[0][1] < total
+    assert stats.bytes_read == total and stats.probes == len(sink.records) == 10000
