@@ -361,8 +361,11 @@ _structs: dict[str, struct.Struct] = {}
 
 
 def _compiled(fmt: str) -> struct.Struct:
+    """One Struct per format: layouts of the same shape share it (bounded like the layouts)."""
     st = _structs.get(fmt)
     if st is None:
+        if len(_structs) >= MAX_LAYOUTS:
+            _structs.clear()
         st = _structs[fmt] = struct.Struct(fmt)
     return st
 
