@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## a virtualenv with ptc and the test tools
 
-deps:  ## what the tests need from Debian: kcat, Java and Maven (for the Kafka broker)
+deps:  ## what the tests need from Debian: kcat, Java and Maven (the Kafka broker), tcpdump (--bpf), iproute2 (veth)
 	@missing=""; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn  >/dev/null || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \

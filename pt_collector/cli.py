@@ -7,20 +7,21 @@ file unreadable, an output that cannot be written), 2 a usage error.
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any
 
 import click
 
 from . import __version__
+from .cli_collect import collect
+from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, open_output, run_async
 from .decode import Decoder
 from .encode import ethernet, linux_sll, linux_sll2
 from .generate import generate as generate_probes
-from .kafka import ConsumeStats, KafkaConfigError, KafkaUnavailable
+from .kafka import ConsumeStats, KafkaUnavailable
 from .kafka import consume as consume_records
 from .kafka_options import (
     CLUSTER_PARAMS,
@@ -42,21 +43,6 @@ from .sinks import JsonLinesSink
 from .tts import MAX_SHIFT
 from .wire import ETH_P_VLAN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
 
-EXIT_FAILED = 1
-T = TypeVar("T")
-
-TTS_SHIFT_HELP = (
-    "TTS template shift (0..24) of the midpoints, for midpoint time reconstruction; "
-    "without it every hop's time_ns is null. It is a per-router setting, not in the packet: "
-    "upstream VPP template 2 is 16, the original VPP default 18, Linux template 1 is 18."
-)
-
-
-class Failed(click.ClickException):
-    """The command ran but could not do all of its work."""
-
-    exit_code = EXIT_FAILED
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="ptc")
@@ -66,26 +52,6 @@ def main() -> None:
     Decodes PT probes (HbH MCD stacks, SRH PT TLVs) into records
     (record schema v1) and writes them out.
     """
-
-
-def run_async(coro: Coroutine[object, object, T]) -> T:
-    """Run a coroutine on uvloop: installed here, at the entry point only."""
-    import uvloop
-
-    return uvloop.run(coro)
-
-
-@contextlib.contextmanager
-def _open_output(output: str) -> Iterator[BinaryIO]:
-    if output == "-":
-        yield sys.stdout.buffer
-        return
-    try:
-        stream = open(output, "wb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise Failed(f"cannot write {output}: {exc.strerror}") from None
-    with stream:
-        yield stream
 
 
 @main.command()
@@ -136,7 +102,7 @@ def replay(
     kafka_given = given_on_command_line(ctx, PRODUCER_PARAMS + CLUSTER_PARAMS)
     if kafka_given:
         raise click.UsageError(f"{', '.join(kafka_given)}: Kafka options, but --output writes a file")
-    with _open_output(output) as stream, _progress(show_progress) as on_batch:
+    with open_output(output) as stream, _progress(show_progress) as on_batch:
         try:
             stats = run_async(run_replay(files, decoder, JsonLinesSink(stream), on_batch))
         except BrokenPipeError:
@@ -154,11 +120,11 @@ def _replay_to_kafka(
     files: tuple[Path, ...], decoder: Decoder, show_progress: bool, quiet: bool, params: dict[str, Any]
 ) -> None:
     """Replay into Kafka; exit status 1 unless every decoded record was acknowledged."""
-    with _kafka_usage():
+    with kafka_usage():
         cluster, settings, batcher = cluster_from(params), producer_settings_from(params), batcher_from(params)
         settings.check()
         cluster.client_options()  # TLS files are read here: a bad one is a usage error, before any work
-    _kafka_client_log(params["verbose"])
+    kafka_client_log(params["verbose"])
     opened = open_kafka_sink(
         cluster, settings, params["topic"], batcher, max_pending=params["max_pending"], when_full=params["when_full"]
     )
@@ -199,24 +165,6 @@ async def _replay_into(
     return stats, sink.counters
 
 
-@contextlib.contextmanager
-def _kafka_usage() -> Iterator[None]:
-    """Settings that cannot work together are a usage error (exit status 2)."""
-    try:
-        yield
-    except KafkaConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-def _kafka_client_log(verbose: bool) -> None:
-    """aiokafka logs every failed connection attempt; ptc reports the outcome in one line instead (-v shows them)."""
-    handler = logging.StreamHandler(sys.stderr) if verbose else logging.NullHandler()
-    handler.setFormatter(logging.Formatter("aiokafka: %(levelname)s: %(message)s"))
-    logger = logging.getLogger("aiokafka")
-    logger.propagate = False
-    logger.handlers = [handler]
-
-
 @main.command()
 @topic_option("read")
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest message kept [default: only new ones].")
@@ -254,11 +202,11 @@ def consume(
     reached, a message was not a ptc batch, or it stopped before --max
     records.
     """
-    with _kafka_usage():
+    with kafka_usage():
         cluster = cluster_from(kafka)
         cluster.client_options()
-    _kafka_client_log(kafka["verbose"])
-    with _open_output(output) as stream:
+    kafka_client_log(kafka["verbose"])
+    with open_output(output) as stream:
 
         def emit(records: list[Record]) -> None:
             stream.write(to_json_lines(records))
@@ -392,6 +340,8 @@ def generate(
         raise Failed(f"cannot write {out}: {exc.strerror}") from None
     click.echo(f"wrote {count:,} probes to {out}", err=True)
 
+
+main.add_command(collect)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -16,13 +16,14 @@ class Sink(Protocol):
 
 
 class JsonLinesSink:
-    """Records as JSON lines (record schema v1) on a binary stream."""
+    """Records as JSON lines (record schema v1) on a binary stream, one write and flush per batch."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
 
     async def write(self, records: list[Record]) -> None:
         self._stream.write(to_json_lines(records))
+        self._stream.flush()  # a reader (tail -f, a pipe) sees whole batches as they come
 
     async def flush(self) -> None:
         self._stream.flush()

@@ -1,0 +1,52 @@
+"""Live capture: frames from a network interface, as (capture time in ns, frame bytes).
+
+Two receivers with one interface, for an event loop's add_reader(fileno()):
+`RingReceiver` (a TPACKET_V3 ring) and `SocketReceiver` (one recv() per
+frame). Each opens its own packet socket with `open_packet_socket`, which
+filters in the kernel with classic BPF: `DEFAULT_PROGRAM` passes only frames
+that can be PT probes; `compile_expression` makes a program of a tcpdump expression.
+
+    receiver = RingReceiver("eth1", fanout_group=7)  # program=DEFAULT_PROGRAM
+    frames = []
+    receiver.drain(frames, 4096)  # when fileno() polls readable
+    received, dropped = kernel_stats(receiver.sock)  # since the last call
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Protocol
+
+from .bpf import DEFAULT_PROGRAM, FilterError, Program, attach_filter, compile_expression
+from .packet_socket import CaptureSetupError, Frames, SocketReceiver, kernel_stats, open_packet_socket
+from .ring import RingReceiver
+
+
+class Receiver(Protocol):
+    """What the collect loop needs from a receiver; `sock` is for kernel_stats()."""
+
+    sock: socket.socket
+
+    def fileno(self) -> int: ...
+
+    def drain(self, out: Frames, limit: int) -> int: ...
+
+    def check_interface(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = [
+    "DEFAULT_PROGRAM",
+    "CaptureSetupError",
+    "FilterError",
+    "Frames",
+    "Program",
+    "Receiver",
+    "RingReceiver",
+    "SocketReceiver",
+    "attach_filter",
+    "compile_expression",
+    "kernel_stats",
+    "open_packet_socket",
+]

@@ -1,0 +1,170 @@
+"""The ring receiver: a PACKET_MMAP TPACKET_V3 receive ring shared with the kernel.
+
+The kernel writes frames back to back into fixed-size blocks and hands a
+block to user space ("retires" it) when it is full or `block_timeout_ms`
+after its first frame; only then does the socket poll readable. Reading a
+block costs no system call, and its frames carry the kernel's receive time.
+
+As on any packet socket, the outer 802.1Q / 802.1ad tag arrives in the
+frame header's metadata (tp_vlan_tci), not in the frame: a tagged frame is
+delivered without it, a QinQ frame with its inner tag only. The IPv6 packet
+is intact, which is all the decoder needs.
+"""
+
+from __future__ import annotations
+
+import mmap
+import socket
+import struct
+from types import TracebackType
+
+from .bpf import DEFAULT_PROGRAM, Program
+from .packet_socket import (
+    SOL_PACKET,
+    CaptureSetupError,
+    Frames,
+    check_interface,
+    clear_socket_error,
+    open_packet_socket,
+)
+
+# <linux/if_packet.h>
+PACKET_RX_RING = 5
+PACKET_VERSION = 10
+TPACKET_V3 = 2
+TP_STATUS_KERNEL = 0
+TP_STATUS_USER = 1
+FRAME_SIZE = 2048  # nominal: V3 packs frames by their real size; the kernel only checks the arithmetic
+
+# struct tpacket_req3: block_size, block_nr, frame_size, frame_nr, retire_blk_tov (ms), sizeof_priv, feature_req_word
+TPACKET_REQ3 = struct.Struct("7I")
+# struct tpacket_block_desc: version @0, offset_to_priv @4, then tpacket_hdr_v1: block_status @8,
+# num_pkts @12, offset_to_first_pkt @16, blk_len @20, seq_num @24, ts_first_pkt @32, ts_last_pkt @40
+BLOCK_STATUS_OFFSET = 8
+BLOCK_HEADER = struct.Struct("=III")  # block_status, num_pkts, offset_to_first_pkt (read at offset 8)
+BLOCK_STATUS = struct.Struct("=I")
+# struct tpacket3_hdr: tp_next_offset @0, tp_sec @4, tp_nsec @8, tp_snaplen @12, tp_len @16,
+# tp_status @20, tp_mac @24, tp_net @26, hv1 (rxhash, vlan_tci, vlan_tpid) @28; we read up to tp_mac
+FRAME_HEADER = struct.Struct("=IIII8xH")  # tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_mac
+
+DEFAULT_BLOCK_SIZE = 1 << 20
+DEFAULT_BLOCK_COUNT = 64
+DEFAULT_BLOCK_TIMEOUT_MS = 10
+
+
+class RingReceiver:
+    """Frames from a TPACKET_V3 ring: `fileno()` polls readable when a block is ready, `drain()` reads.
+
+    The ring is `block_count` x `block_size` bytes of kernel memory, set up
+    before the socket is bound (and joins its fanout group): setting it up
+    later would discard what the socket queued meanwhile, after counting it.
+    Frames arriving while every block waits for user space are dropped and
+    counted (kernel_stats). A drain stopped by `limit` mid-block keeps the
+    block and resumes there, so the socket stays readable until it is handed back.
+    `program` None captures every frame.
+    """
+
+    def __init__(
+        self,
+        iface: str,
+        *,
+        program: Program | None = DEFAULT_PROGRAM,
+        fanout_group: int | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        block_count: int = DEFAULT_BLOCK_COUNT,
+        block_timeout_ms: int = DEFAULT_BLOCK_TIMEOUT_MS,
+    ) -> None:
+        self.iface = iface
+        self._block_size, self._block_count, self._block_timeout_ms = block_size, block_count, block_timeout_ms
+        self._check_geometry()
+        self._ring: mmap.mmap | None = None
+        try:
+            self.sock = open_packet_socket(iface, fanout_group=fanout_group, program=program, before_bind=self._map)
+        except BaseException:
+            if self._ring is not None:
+                self._ring.close()
+            raise
+        self.ifindex = socket.if_nametoindex(iface)
+        self._block = 0  # the next block to read, in the kernel's fill order
+        self._left = 0  # frames still to read in the block in hand (0: none in hand)
+        self._at = 0  # ring offset of the next frame header in the block in hand
+
+    def _check_geometry(self) -> None:
+        size, count = self._block_size, self._block_count
+        if size <= 0 or size % mmap.PAGESIZE or size % FRAME_SIZE or count <= 0:
+            unit = max(mmap.PAGESIZE, FRAME_SIZE)
+            raise CaptureSetupError(f"ring blocks must be a positive multiple of {unit} bytes, and at least one")
+
+    def _map(self, sock: socket.socket) -> None:
+        """TPACKET_V3, the ring, its mapping (the kernel zeroes the ring: some 200 ms for 64 MiB)."""
+        size, count = self._block_size, self._block_count
+        request = TPACKET_REQ3.pack(size, count, FRAME_SIZE, size // FRAME_SIZE * count, self._block_timeout_ms, 0, 0)
+        try:
+            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, request)
+            self._ring = mmap.mmap(sock.fileno(), size * count, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as e:
+            raise CaptureSetupError(
+                f"cannot set up a {count} x {size} bytes capture ring on {self.iface}: {e.strerror}"
+            ) from None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self, out: Frames, limit: int) -> int:
+        """Append up to `limit` frames from the ready blocks to `out`; how many were appended."""
+        ring, append, frame_header = self._ring, out.append, FRAME_HEADER.unpack_from
+        count = 0
+        while count < limit:
+            if not self._left and not self._take_block(ring):
+                break
+            take = min(self._left, limit - count)
+            at = self._at
+            for _ in range(take):
+                next_offset, sec, nsec, snaplen, mac = frame_header(ring, at)
+                start = at + mac
+                append((sec * 1_000_000_000 + nsec, ring[start : start + snaplen]))
+                at += next_offset
+            self._at = at
+            self._left -= take
+            count += take
+            if not self._left:
+                self._release_block(ring)
+        if not count:  # woken with nothing ready: maybe a socket error that would keep poll readable
+            clear_socket_error(self.sock, self.iface, self.ifindex)
+        return count
+
+    def _take_block(self, ring: mmap.mmap) -> bool:
+        """Hold the next block if the kernel has retired it to user space (empty ones go straight back)."""
+        for _ in range(self._block_count):
+            base = self._block * self._block_size
+            status, frames, first = BLOCK_HEADER.unpack_from(ring, base + BLOCK_STATUS_OFFSET)
+            if not status & TP_STATUS_USER:
+                return False
+            if frames:
+                self._left, self._at = frames, base + first
+                return True
+            self._release_block(ring)
+        return False
+
+    def _release_block(self, ring: mmap.mmap) -> None:
+        """Hand the block in hand back to the kernel and move on to the next."""
+        BLOCK_STATUS.pack_into(ring, self._block * self._block_size + BLOCK_STATUS_OFFSET, TP_STATUS_KERNEL)
+        self._block = (self._block + 1) % self._block_count
+
+    def check_interface(self) -> None:
+        """Raise CaptureSetupError if the interface was deleted: nothing would ever arrive again."""
+        check_interface(self.iface, self.ifindex)
+
+    def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+        self.sock.close()
+
+    def __enter__(self) -> RingReceiver:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,226 @@
+"""`ptc collect`: live capture on an interface into Kafka (or a JSON lines file)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+import click
+
+from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, open_output, run_async
+from .collect import CaptureSettings, CollectStats, Worker, open_receiver, run_worker
+from .decode import Decoder
+from .kafka import KafkaUnavailable
+from .kafka_options import (
+    CLUSTER_PARAMS,
+    PRODUCER_PARAMS,
+    batcher_from,
+    cluster_from,
+    cluster_options,
+    given_on_command_line,
+    producer_options,
+    producer_settings_from,
+    topic_option,
+)
+from .kafka_sink import KafkaSink, open_kafka_sink
+from .sinks import JsonLinesSink, Sink
+from .tts import MAX_SHIFT
+from .workers import run_workers
+
+SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
+
+
+@click.command()
+@click.option("-i", "--iface", required=True, envvar="PTC_IFACE", show_envvar=True, help="Interface to capture on.")
+@click.option(
+    "-o", "--output", metavar="FILE",
+    help="Write records as JSON lines to FILE ('-' for stdout) instead of sending them to Kafka.",
+)  # fmt: skip
+@click.option(
+    "--capture", type=click.Choice(["ring", "socket"]), default="ring", show_default=True,
+    help="ring: a PACKET_MMAP TPACKET_V3 ring, no syscall per packet; socket: recv_into until EAGAIN on each wakeup.",
+)  # fmt: skip
+@click.option("--ring-block-size", type=click.IntRange(min=4096), default=1 << 20, show_default=True, metavar="BYTES")
+@click.option("--ring-blocks", type=click.IntRange(min=2), default=64, show_default=True, metavar="N")
+@click.option(
+    "--ring-timeout-ms", type=click.IntRange(min=1), default=10, show_default=True, metavar="MS",
+    help="A block not yet full is handed over after this long (latency bound at low rates).",
+)  # fmt: skip
+@click.option(
+    "--rcvbuf", type=click.IntRange(min=0), default=64 << 20, show_default=True, metavar="BYTES",
+    help="Socket receive buffer for --capture socket (SO_RCVBUFFORCE).",
+)  # fmt: skip
+@click.option(
+    "--bpf", metavar="EXPR",
+    help="A tcpdump-style filter instead of the default one (IPv6 with a Hop-by-Hop or Routing header).",
+)  # fmt: skip
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+    help="Processes joined by PACKET_FANOUT (hash: a flow stays in one worker), each with its own socket and sink.",
+)  # fmt: skip
+@click.option("--tts-shift", type=click.IntRange(0, MAX_SHIFT), default=None, help=TTS_SHIFT_HELP)
+@click.option(
+    "--stats-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS",
+    help="How often a counters line goes to stderr.",
+)  # fmt: skip
+@topic_option("send the records to")
+@producer_options(when_full="drop")
+@cluster_options
+@click.pass_context
+def collect(
+    ctx: click.Context,
+    iface: str,
+    output: str | None,
+    capture: str,
+    ring_block_size: int,
+    ring_blocks: int,
+    ring_timeout_ms: int,
+    rcvbuf: int,
+    bpf: str | None,
+    workers: int,
+    tts_shift: int | None,
+    stats_interval: float,
+    **kafka: Any,
+) -> None:
+    """Capture PT probes on an interface and send their records to Kafka.
+
+    A classic BPF filter in the kernel passes only IPv6 frames with a
+    Hop-by-Hop or Routing header (plain or VLAN-tagged). Every few seconds,
+    and on exit, a line of counters goes to stderr: kernel received and
+    dropped, frames, probes, not PT, malformed, sent, acknowledged, dropped.
+
+    SIGINT or SIGTERM stops capture, flushes every batch and exits 0. Exit
+    status 1: the interface cannot be captured on (missing, down, no
+    CAP_NET_RAW), the brokers cannot be reached, or a worker died.
+    """
+    from .capture import CaptureSetupError, FilterError, compile_expression, open_packet_socket
+
+    if output is not None and (given := given_on_command_line(ctx, PRODUCER_PARAMS + CLUSTER_PARAMS)):
+        raise click.UsageError(f"{', '.join(given)}: Kafka options, but --output writes a file")
+    if output == "-" and workers > 1:
+        raise click.UsageError("--workers writes from several processes: use --output FILE or Kafka")
+    try:
+        program = tuple(compile_expression(bpf)) if bpf else None
+    except FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bpf") from None
+    settings = CaptureSettings(
+        iface, capture, ring_block_size, ring_blocks, ring_timeout_ms, rcvbuf, program,
+        fanout_group=os.getpid() & 0xFFFF if workers > 1 else None,
+    )  # fmt: skip
+    opener = _sink_opener(output, kafka, append=workers > 1)
+
+    def say(text: str) -> None:
+        click.echo(f"ptc collect {iface}: {text}", err=True)
+
+    def report(stats: CollectStats) -> None:
+        say(stats.line())
+
+    try:  # fail here, once, in one line: not in every worker
+        open_packet_socket(iface).close()
+    except CaptureSetupError as exc:
+        raise Failed(str(exc)) from None
+    if workers == 1:
+        status, stats = _one_worker(settings, tts_shift, opener, report, stats_interval, say)
+    else:
+        child = partial(_child, settings, tts_shift, opener, stats_interval, say)
+        status, stats = run_workers(workers, child, report, say, stats_interval)
+    say(f"stopped: {stats.line()}")
+    if status:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _child(
+    settings: CaptureSettings,
+    tts_shift: int | None,
+    opener: SinkOpener,
+    interval_s: float,
+    say: Callable[[str], None],
+    index: int,
+    report: Callable[[CollectStats], None],
+) -> int:
+    return _one_worker(settings, tts_shift, opener, report, interval_s, say, final_report=True)[0]
+
+
+def _one_worker(
+    settings: CaptureSettings,
+    tts_shift: int | None,
+    opener: SinkOpener,
+    report: Callable[[CollectStats], None],
+    interval_s: float,
+    say: Callable[[str], None],
+    final_report: bool = False,
+) -> tuple[int, CollectStats]:
+    """Capture until stopped: (exit status, counters); errors are one line through `say`."""
+    from .capture import CaptureSetupError
+
+    try:
+        worker = run_async(_capture(settings, Decoder(tts_shift), opener, report, interval_s))
+    except (CaptureSetupError, KafkaUnavailable) as exc:
+        say(str(exc))
+        return EXIT_FAILED, CollectStats()
+    if worker.error is not None:
+        say(str(worker.error))
+    if final_report:
+        report(worker.stats)
+    return (EXIT_FAILED if worker.error else 0), worker.stats
+
+
+async def _capture(
+    settings: CaptureSettings,
+    decoder: Decoder,
+    opener: SinkOpener,
+    report: Callable[[CollectStats], None],
+    interval_s: float,
+) -> Worker:
+    receiver, kernel_stats = open_receiver(settings)
+    try:
+        async with opener() as sink:
+            delivery = _delivery_of(sink) if isinstance(sink, KafkaSink) else None
+            worker = Worker(receiver, decoder, sink, kernel_stats=kernel_stats, delivery=delivery)
+            await run_worker(worker, report, interval_s)
+            return worker
+    finally:
+        receiver.close()
+
+
+def _delivery_of(sink: KafkaSink) -> Callable[[CollectStats], None]:
+    def fill(stats: CollectStats) -> None:
+        counters = sink.counters
+        stats.sent, stats.acked, stats.dropped, stats.failed = (
+            counters.sent,
+            counters.acked,
+            counters.dropped,
+            counters.failed,
+        )
+
+    return fill
+
+
+def _sink_opener(output: str | None, kafka: dict[str, Any], append: bool) -> SinkOpener:
+    """How each worker opens its sink: a JSON lines file, or a Kafka producer of its own."""
+    if output is not None:
+        if append and output != "-":
+            open(output, "wb").close()
+
+        @contextlib.asynccontextmanager
+        async def file_sink() -> AsyncIterator[Sink]:
+            with open_output(output, append=append) as stream:
+                yield JsonLinesSink(stream)
+
+        return file_sink
+    with kafka_usage():
+        cluster, settings = cluster_from(kafka), producer_settings_from(kafka)
+        settings.check()
+        cluster.client_options()
+    kafka_client_log(kafka["verbose"])
+
+    def kafka_sink() -> contextlib.AbstractAsyncContextManager[Sink]:
+        return open_kafka_sink(  # type: ignore[return-value]
+            cluster, settings, kafka["topic"], batcher_from(kafka),
+            max_pending=kafka["max_pending"], when_full=kafka["when_full"],
+        )  # fmt: skip
+
+    return kafka_sink

@@ -1,0 +1,220 @@
+"""Live collection: a receiver on the event loop -> decode -> batch -> sink.
+
+One worker is one receiver (a packet socket, or its TPACKET_V3 ring) read
+from the asyncio loop: when the kernel says the socket is readable, the
+worker drains a burst of frames, decodes them and writes the records to the
+sink, which applies backpressure or drops by its policy. Every frame lands
+in one counter; `CollectStats` holds them per stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from .decode import DecodeError, Decoder
+from .record import Record
+from .sinks import Sink
+from .wire import LINKTYPE_ETHERNET
+
+if TYPE_CHECKING:
+    from .capture import Receiver
+
+BURST = 4096  # frames drained per wakeup at most: the loop stays responsive under a flood
+
+
+@dataclass
+class CollectStats:
+    """Counters per stage, from the kernel to the broker."""
+
+    kernel_received: int = 0  # frames the socket's filter passed (PACKET_STATISTICS)
+    kernel_dropped: int = 0  # frames the kernel dropped: the receiver was too slow
+    frames: int = 0  # frames read in user space
+    not_pt: int = 0
+    malformed: Counter[str] = field(default_factory=Counter)
+    decoded: int = 0
+    batched: int = 0  # records handed to the sink
+    sent: int = 0  # records handed to Kafka (or written, for a file)
+    acked: int = 0  # records the broker acknowledged (or written, for a file)
+    dropped: int = 0  # records the sink dropped by its --when-full policy
+    failed: int = 0  # records the broker did not take
+
+    def add(self, other: CollectStats) -> None:
+        for name, value in other.to_dict().items():
+            if name == "malformed":
+                self.malformed.update(other.malformed)
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
+    def line(self) -> str:
+        """One compact log line."""
+        malformed = sum(self.malformed.values())
+        return (
+            f"kernel {self.kernel_received:,} received {self.kernel_dropped:,} dropped | "
+            f"{self.frames:,} frames: {self.decoded:,} probes, {self.not_pt:,} not PT, {malformed:,} malformed | "
+            f"{self.sent:,} sent, {self.acked:,} acked, {self.dropped:,} dropped, {self.failed:,} failed"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: dict(self.malformed) if f.name == "malformed" else getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> CollectStats:
+        stats = cls(**{k: v for k, v in values.items() if k != "malformed"})  # type: ignore[arg-type]
+        stats.malformed.update(values.get("malformed", {}))  # type: ignore[arg-type]
+        return stats
+
+
+class Worker:
+    """One receiver feeding one sink; `run` returns when stopped and everything is flushed."""
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        decoder: Decoder,
+        sink: Sink,
+        *,
+        kernel_stats: Callable[[], tuple[int, int]] | None = None,
+        delivery: Callable[[CollectStats], None] | None = None,
+    ) -> None:
+        self.receiver = receiver
+        self.decoder = decoder
+        self.sink = sink
+        self.stats = CollectStats()
+        self._kernel_stats = kernel_stats
+        self._delivery = delivery  # fills sent/acked/dropped/failed from the sink's own counters
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.error: Exception | None = None
+
+    def stop(self) -> None:
+        """Stop capturing (signal-handler safe): `run` flushes and returns."""
+        self._stopping = True
+        self._wake.set()
+
+    def check_receiver(self) -> None:
+        """The kernel says nothing when a captured interface is deleted: ask, and stop if it is gone."""
+        try:
+            self.receiver.check_interface()
+        except Exception as exc:  # CaptureSetupError: the caller reports it once everything is flushed
+            self.error = exc
+            self.stop()
+
+    def snapshot(self) -> CollectStats:
+        """The counters now, the kernel's and the sink's included."""
+        if self._kernel_stats is not None:
+            received, dropped = self._kernel_stats()
+            self.stats.kernel_received += received
+            self.stats.kernel_dropped += dropped
+        if self._delivery is not None:
+            self._delivery(self.stats)
+        else:  # a file sink: written is delivered
+            self.stats.sent = self.stats.acked = self.stats.batched
+        return self.stats
+
+    async def run(self) -> CollectStats:
+        loop = asyncio.get_running_loop()
+        fd = self.receiver.fileno()
+        loop.add_reader(fd, self._wake.set)
+        frames: list[tuple[int, bytes]] = []
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                frames.clear()
+                if self.receiver.drain(frames, BURST) >= BURST:
+                    self._wake.set()  # more are waiting: come back after letting the sink run
+                await self._handle(frames)
+            frames.clear()
+            self.receiver.drain(frames, 1 << 30)  # what arrived before the stop
+            await self._handle(frames)
+        finally:
+            loop.remove_reader(fd)
+        await self.sink.flush()
+        return self.snapshot()
+
+    async def _handle(self, frames: list[tuple[int, bytes]]) -> None:
+        stats = self.stats
+        stats.frames += len(frames)
+        decode = self.decoder.decode
+        records: list[Record] = []
+        for capture_ns, frame in frames:
+            try:
+                record = decode(frame, capture_ns, LINKTYPE_ETHERNET)
+            except DecodeError as exc:
+                stats.malformed[exc.key] += 1
+                continue
+            if record is None:
+                stats.not_pt += 1
+            else:
+                records.append(record)
+        if records:
+            stats.decoded += len(records)
+            stats.batched += len(records)
+            await self.sink.write(records)
+
+
+async def run_worker(
+    worker: Worker, report: Callable[[CollectStats], None] | None = None, interval_s: float = 5.0
+) -> CollectStats:
+    """Run until SIGINT or SIGTERM (or the interface goes away: `worker.error`), reporting every `interval_s`."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.stop)
+    reporter = asyncio.create_task(_report_every(worker, report, interval_s)) if report else None
+    try:
+        stats = await worker.run()
+    finally:
+        if reporter:
+            reporter.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return stats
+
+
+async def _report_every(worker: Worker, report: Callable[[CollectStats], None], interval_s: float) -> None:
+    next_at = time.monotonic() + interval_s
+    while True:
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        next_at += interval_s
+        report(worker.snapshot())
+        worker.check_receiver()
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """Where and how to capture; see `ptc collect --help`."""
+
+    iface: str
+    mode: str = "ring"  # "ring" (TPACKET_V3) or "socket" (recv_into drain loop)
+    block_size: int = 1 << 20
+    block_count: int = 64
+    block_timeout_ms: int = 10
+    rcvbuf: int | None = 64 << 20
+    program: tuple[tuple[int, int, int, int], ...] | None = None  # classic BPF; None: the default PT filter
+    fanout_group: int | None = None
+
+
+def open_receiver(settings: CaptureSettings) -> tuple[Receiver, Callable[[], tuple[int, int]]]:
+    """The receiver and its kernel counters (CaptureSetupError when the interface cannot be captured on)."""
+    from .capture import DEFAULT_PROGRAM, RingReceiver, SocketReceiver, kernel_stats
+
+    program = list(settings.program) if settings.program is not None else DEFAULT_PROGRAM
+    receiver: Receiver
+    if settings.mode == "socket":
+        receiver = SocketReceiver(
+            settings.iface, program=program, fanout_group=settings.fanout_group, rcvbuf=settings.rcvbuf
+        )
+    else:
+        receiver = RingReceiver(
+            settings.iface, program=program, fanout_group=settings.fanout_group,
+            block_size=settings.block_size, block_count=settings.block_count,
+            block_timeout_ms=settings.block_timeout_ms,
+        )  # fmt: skip
+    sock = receiver.sock
+    return receiver, lambda: kernel_stats(sock)

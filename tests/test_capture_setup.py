@@ -1,0 +1,118 @@
+"""What an operator sees when capturing cannot start: one line, naming the interface and the cause."""
+
+from __future__ import annotations
+
+import mmap
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pt_collector.capture import CaptureSetupError, RingReceiver, SocketReceiver, open_packet_socket
+from pt_collector.capture.bpf import RET_K
+
+OPENERS = {"open_packet_socket": open_packet_socket, "ring": RingReceiver, "socket": SocketReceiver}
+
+
+@pytest.fixture(params=OPENERS)
+def opener(request):
+    return OPENERS[request.param]
+
+
+def expect_setup_error(message: str, call, *args, **kwargs) -> None:
+    with pytest.raises(CaptureSetupError) as caught:
+        call(*args, **kwargs)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("name", ["ptcnosuch0", "a-name-longer-than-ifnamsiz", "../lo"])
+def test_a_missing_interface(opener, name):
+    expect_setup_error(f"no interface named {name}", opener, name)
+
+
+def test_an_interface_that_is_down(veth, opener):
+    veth.set_rx_up(False)
+    expect_setup_error(f"interface {veth.rx_iface} is down", opener, veth.rx_iface)
+
+
+def test_an_interface_without_carrier(veth, opener):
+    veth.set_tx_up(False)  # the far end down: ours is up but has no link
+    carrier = Path(f"/sys/class/net/{veth.rx_iface}/carrier")
+    deadline = time.monotonic() + 5  # the kernel notes a lost carrier asynchronously (linkwatch), later under load
+    while carrier.read_text().strip() != "0" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    expect_setup_error(f"interface {veth.rx_iface} is up but has no link (no carrier)", opener, veth.rx_iface)
+
+
+def test_without_cap_net_raw():
+    """As the nobody user, which has no capabilities, in a child process."""
+    code = (
+        "from pt_collector.capture import CaptureSetupError, RingReceiver\n"
+        "try:\n    RingReceiver('lo')\nexcept CaptureSetupError as e:\n    print(e)\n"
+    )
+    done = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            sys.executable,
+            "-c",
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout == "capturing on lo needs CAP_NET_RAW (run as root or grant the capability)\n"
+
+
+def test_a_program_the_kernel_rejects(opener):
+    jumps_past_the_end = [(0x15, 5, 0, 1), (RET_K, 0, 0, 0)]
+    expect_setup_error(
+        "capture on lo: the kernel rejected the capture filter: Invalid argument",
+        opener,
+        "lo",
+        program=jumps_past_the_end,
+    )
+
+
+def test_a_fanout_group_taken_on_another_interface(veth):
+    group = random.randrange(1, 0xFFFF)
+    with RingReceiver(veth.rx_iface, fanout_group=group):
+        expect_setup_error(
+            f"cannot join fanout group {group} on lo: Invalid argument"
+            " (is the group used by another interface, mode or ring setting?)",
+            open_packet_socket,
+            "lo",
+            fanout_group=group,
+        )
+
+
+def test_a_ring_with_blocks_the_kernel_cannot_use():
+    unit = max(mmap.PAGESIZE, 2048)
+    message = f"ring blocks must be a positive multiple of {unit} bytes, and at least one"
+    expect_setup_error(message, RingReceiver, "lo", block_size=1000)
+
+
+def test_a_ring_larger_than_the_kernel_gives():
+    expect_setup_error(
+        "cannot set up a 1 x 4294963200 bytes capture ring on lo: Invalid argument",
+        RingReceiver,
+        "lo",
+        block_size=(1 << 32) - 4096,
+        block_count=1,
+    )
+
+
+def test_rcvbuf_beyond_rmem_max_is_forced():
+    """SO_RCVBUFFORCE as root; the kernel reports twice the size asked for (its bookkeeping overhead)."""
+    with open("/proc/sys/net/core/rmem_max") as f:
+        rmem_max = int(f.read())
+    with open_packet_socket("lo", rcvbuf=rmem_max * 2) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == rmem_max * 4
