@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
 import click
 
+from .board import StatsBoard
 from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, open_output, run_async
-from .collect import CaptureSettings, CollectStats, Worker, open_receiver, run_worker
+from .collect import CaptureSettings, Worker, kafka_delivery, open_receiver, run_worker
+from .config import decoder_for
 from .decode import Decoder
+from .display import Display, counter_fields
 from .kafka import KafkaUnavailable
 from .kafka_options import (
     CLUSTER_PARAMS,
@@ -26,9 +30,14 @@ from .kafka_options import (
     topic_option,
 )
 from .kafka_sink import KafkaSink, open_kafka_sink
+from .metrics import MetricsServer
+from .privileges import PrivilegeError, drop_privileges, lookup
 from .sinks import JsonLinesSink, Sink
+from .stats import CollectStats
 from .tts import MAX_SHIFT
 from .workers import run_workers
+
+REPORT_INTERVAL_S = 1.0  # workers post their counters this often: table, log lines and /metrics read them
 
 SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
 
@@ -63,8 +72,21 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
 )  # fmt: skip
 @click.option("--tts-shift", type=click.IntRange(0, MAX_SHIFT), default=None, help=TTS_SHIFT_HELP)
 @click.option(
+    "--stats/--no-stats", default=None,
+    help="A live table of the counters on stderr, refreshed every second [default: when stderr is a terminal].",
+)  # fmt: skip
+@click.option(
     "--stats-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS",
-    help="How often a counters line goes to stderr.",
+    help="Without the table: how often a counters line goes to stderr.",
+)  # fmt: skip
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+    help="Serve Prometheus metrics on /metrics and a health check on /healthz.",
+)  # fmt: skip
+@click.option("--metrics-address", default="0.0.0.0", show_default=True, metavar="ADDR")
+@click.option(
+    "--user", metavar="NAME", help="Drop root for this user once the capture socket is open (needs root to start).",
 )  # fmt: skip
 @topic_option("send the records to")
 @producer_options(when_full="drop")
@@ -82,7 +104,12 @@ def collect(
     bpf: str | None,
     workers: int,
     tts_shift: int | None,
+    stats: bool | None,
     stats_interval: float,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_address: str,
+    user: str | None,
     **kafka: Any,
 ) -> None:
     """Capture PT probes on an interface and send their records to Kafka.
@@ -111,37 +138,68 @@ def collect(
         fanout_group=os.getpid() & 0xFFFF if workers > 1 else None,
     )  # fmt: skip
     opener = _sink_opener(output, kafka, append=workers > 1)
-
-    def say(text: str) -> None:
-        click.echo(f"ptc collect {iface}: {text}", err=True)
-
-    def report(stats: CollectStats) -> None:
-        say(stats.line())
-
+    board = StatsBoard(workers, kafka=output is None)
+    display = Display(
+        board, iface, live=sys.stderr.isatty() if stats is None else stats, interval_s=stats_interval,
+        log_format=log_format,
+    )  # fmt: skip
     try:  # fail here, once, in one line: not in every worker
         open_packet_socket(iface).close()
-    except CaptureSetupError as exc:
+        if user:
+            lookup(user)
+        server = MetricsServer(board, metrics_address, metrics_port).start() if metrics_port is not None else None
+    except (CaptureSetupError, PrivilegeError) as exc:
         raise Failed(str(exc)) from None
-    if workers == 1:
-        status, stats = _one_worker(settings, tts_shift, opener, report, stats_interval, say)
-    else:
-        child = partial(_child, settings, tts_shift, opener, stats_interval, say)
-        status, stats = run_workers(workers, child, report, say, stats_interval)
-    say(f"stopped: {stats.line()}")
+    except OSError as exc:
+        raise Failed(f"cannot serve metrics on {metrics_address}:{metrics_port}: {exc.strerror}") from None
+    try:
+        with display:
+            status = _run(workers, settings, tts_shift, opener, board, display, user)
+            board.capturing = False
+    finally:
+        if server:
+            server.stop()
+    total = board.total()
+    display.log("info", f"stopped: {total.line()}", event="stopped", **counter_fields(total))
     if status:
         raise SystemExit(EXIT_FAILED)
+
+
+def _run(
+    workers: int,
+    settings: CaptureSettings,
+    tts_shift: int | None,
+    opener: SinkOpener,
+    board: StatsBoard,
+    display: Display,
+    user: str | None,
+) -> int:
+    """Capture with one worker here, or several in their own processes: the exit status."""
+    if workers == 1:
+
+        def report(stats: CollectStats) -> None:
+            board.post(0, CollectStats.from_dict(stats.to_dict()))  # a copy: the worker goes on counting
+            display.refresh()
+
+        status, stats = _one_worker(settings, tts_shift, opener, report, display.error, user)
+        board.post(0, stats)
+        return status
+    child = partial(_child, settings, tts_shift, opener, display.error, user)
+    return run_workers(workers, child, board.post, display.refresh, display.error)
 
 
 def _child(
     settings: CaptureSettings,
     tts_shift: int | None,
     opener: SinkOpener,
-    interval_s: float,
     say: Callable[[str], None],
+    user: str | None,
     index: int,
     report: Callable[[CollectStats], None],
 ) -> int:
-    return _one_worker(settings, tts_shift, opener, report, interval_s, say, final_report=True)[0]
+    status, stats = _one_worker(settings, tts_shift, opener, report, say, user)
+    report(stats)
+    return status
 
 
 def _one_worker(
@@ -149,22 +207,19 @@ def _one_worker(
     tts_shift: int | None,
     opener: SinkOpener,
     report: Callable[[CollectStats], None],
-    interval_s: float,
     say: Callable[[str], None],
-    final_report: bool = False,
+    user: str | None,
 ) -> tuple[int, CollectStats]:
     """Capture until stopped: (exit status, counters); errors are one line through `say`."""
     from .capture import CaptureSetupError
 
     try:
-        worker = run_async(_capture(settings, Decoder(tts_shift), opener, report, interval_s))
-    except (CaptureSetupError, KafkaUnavailable) as exc:
+        worker = run_async(_capture(settings, decoder_for(tts_shift), opener, report, user))
+    except (CaptureSetupError, KafkaUnavailable, PrivilegeError) as exc:
         say(str(exc))
         return EXIT_FAILED, CollectStats()
     if worker.error is not None:
         say(str(worker.error))
-    if final_report:
-        report(worker.stats)
     return (EXIT_FAILED if worker.error else 0), worker.stats
 
 
@@ -173,30 +228,19 @@ async def _capture(
     decoder: Decoder,
     opener: SinkOpener,
     report: Callable[[CollectStats], None],
-    interval_s: float,
+    user: str | None,
 ) -> Worker:
     receiver, kernel_stats = open_receiver(settings)
     try:
         async with opener() as sink:
-            delivery = _delivery_of(sink) if isinstance(sink, KafkaSink) else None
+            if user:
+                drop_privileges(user)  # the socket and the output are open: nothing else needs root
+            delivery = kafka_delivery(sink) if isinstance(sink, KafkaSink) else None
             worker = Worker(receiver, decoder, sink, kernel_stats=kernel_stats, delivery=delivery)
-            await run_worker(worker, report, interval_s)
+            await run_worker(worker, report, REPORT_INTERVAL_S)
             return worker
     finally:
         receiver.close()
-
-
-def _delivery_of(sink: KafkaSink) -> Callable[[CollectStats], None]:
-    def fill(stats: CollectStats) -> None:
-        counters = sink.counters
-        stats.sent, stats.acked, stats.dropped, stats.failed = (
-            counters.sent,
-            counters.acked,
-            counters.dropped,
-            counters.failed,
-        )
-
-    return fill
 
 
 def _sink_opener(output: str | None, kafka: dict[str, Any], append: bool) -> SinkOpener:

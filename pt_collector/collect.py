@@ -12,62 +12,21 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .decode import DecodeError, Decoder
 from .record import Record
 from .sinks import Sink
+from .stats import BROKER_DOWN, BROKER_UNKNOWN, BROKER_UP, CollectStats
 from .wire import LINKTYPE_ETHERNET
 
 if TYPE_CHECKING:
     from .capture import Receiver
+    from .kafka_sink import KafkaSink
 
 BURST = 4096  # frames drained per wakeup at most: the loop stays responsive under a flood
-
-
-@dataclass
-class CollectStats:
-    """Counters per stage, from the kernel to the broker."""
-
-    kernel_received: int = 0  # frames the socket's filter passed (PACKET_STATISTICS)
-    kernel_dropped: int = 0  # frames the kernel dropped: the receiver was too slow
-    frames: int = 0  # frames read in user space
-    not_pt: int = 0
-    malformed: Counter[str] = field(default_factory=Counter)
-    decoded: int = 0
-    batched: int = 0  # records handed to the sink
-    sent: int = 0  # records handed to Kafka (or written, for a file)
-    acked: int = 0  # records the broker acknowledged (or written, for a file)
-    dropped: int = 0  # records the sink dropped by its --when-full policy
-    failed: int = 0  # records the broker did not take
-
-    def add(self, other: CollectStats) -> None:
-        for name, value in other.to_dict().items():
-            if name == "malformed":
-                self.malformed.update(other.malformed)
-            else:
-                setattr(self, name, getattr(self, name) + value)
-
-    def line(self) -> str:
-        """One compact log line."""
-        malformed = sum(self.malformed.values())
-        return (
-            f"kernel {self.kernel_received:,} received {self.kernel_dropped:,} dropped | "
-            f"{self.frames:,} frames: {self.decoded:,} probes, {self.not_pt:,} not PT, {malformed:,} malformed | "
-            f"{self.sent:,} sent, {self.acked:,} acked, {self.dropped:,} dropped, {self.failed:,} failed"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: dict(self.malformed) if f.name == "malformed" else getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, object]) -> CollectStats:
-        stats = cls(**{k: v for k, v in values.items() if k != "malformed"})  # type: ignore[arg-type]
-        stats.malformed.update(values.get("malformed", {}))  # type: ignore[arg-type]
-        return stats
 
 
 class Worker:
@@ -115,6 +74,9 @@ class Worker:
             self._delivery(self.stats)
         else:  # a file sink: written is delivered
             self.stats.sent = self.stats.acked = self.stats.batched
+        ring_use = getattr(self.receiver, "ring_use", None)
+        if ring_use is not None:
+            self.stats.ring_use = ring_use()
         return self.stats
 
     async def run(self) -> CollectStats:
@@ -218,3 +180,20 @@ def open_receiver(settings: CaptureSettings) -> tuple[Receiver, Callable[[], tup
         )  # fmt: skip
     sock = receiver.sock
     return receiver, lambda: kernel_stats(sock)
+
+
+def kafka_delivery(sink: KafkaSink) -> Callable[[CollectStats], None]:
+    """Fills a worker's Kafka counters from its sink's own."""
+
+    def fill(stats: CollectStats) -> None:
+        counters = sink.counters
+        stats.sent, stats.acked, stats.dropped, stats.failed = (
+            counters.sent, counters.acked, counters.dropped, counters.failed,
+        )  # fmt: skip
+        stats.pending, stats.in_flight, stats.messages, stats.kafka_errors = (
+            sink.held, counters.in_flight, counters.messages, counters.errors,
+        )  # fmt: skip
+        stats.broker = BROKER_UNKNOWN if sink.broker_up is None else BROKER_UP if sink.broker_up else BROKER_DOWN
+        stats.batch_sizes, stats.latency = counters.batch_sizes, counters.latency
+
+    return fill

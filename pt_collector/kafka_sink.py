@@ -16,16 +16,19 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
 from .batch import Batcher
+from .histogram import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, Histogram
 from .kafka import Cluster, ProducerSettings, start_producer
 from .message import Message
 from .record import Record
 
 WHEN_FULL = ("block", "drop")
+HEALTH_INTERVAL_S = 2.0
+HEALTH_TIMEOUT_S = 5.0
 
 
 class Producer(Protocol):
@@ -47,8 +50,16 @@ class DeliveryCounters:
     dropped: int = 0  # records dropped at a full sink (when_full="drop")
     failed: int = 0  # records in messages that were not delivered
     messages: int = 0  # messages handed to the Kafka client
+    acked_messages: int = 0
     errors: int = 0  # messages not delivered
     last_error: str = ""
+    batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BOUNDS))  # records per message
+    latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS))  # send to acknowledgement, s
+
+    @property
+    def in_flight(self) -> int:
+        """Messages handed to the client and not yet acknowledged or failed."""
+        return self.messages - self.acked_messages - self.errors
 
     def summary(self) -> str:
         width = 16
@@ -89,6 +100,7 @@ class KafkaSink:
         self._opened = asyncio.Event()  # the batcher has open batches
         self._settled = asyncio.Event()  # some records were settled
         self._tasks: list[asyncio.Task[None]] = []
+        self.broker_up: bool | None = None  # None until the first health check
 
     @property
     def held(self) -> int:
@@ -103,9 +115,21 @@ class KafkaSink:
         await self.close()
 
     def start(self) -> None:
-        """Start the sending and lingering tasks (write and flush do it when needed)."""
+        """Start the sending, lingering and health tasks (write and flush do it when needed)."""
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._linger_loop())]
+            if hasattr(self._producer, "client"):
+                self._tasks.append(asyncio.create_task(self._health_loop()))
+
+    async def _health_loop(self) -> None:
+        """Ask the cluster for metadata now and then: is the broker there, whether or not we are sending?"""
+        client = self._producer.client  # type: ignore[attr-defined]
+        while True:
+            try:
+                self.broker_up = bool(await asyncio.wait_for(client.force_metadata_update(), HEALTH_TIMEOUT_S))
+            except Exception:  # any failure (a timeout too) means not reachable now
+                self.broker_up = False
+            await asyncio.sleep(HEALTH_INTERVAL_S)
 
     async def write(self, records: Sequence[Record]) -> None:
         """Take records; waits while the sink is full (block), or drops the newest (drop)."""
@@ -182,7 +206,8 @@ class KafkaSink:
                 continue
             self.counters.sent += message.count
             self.counters.messages += 1
-            delivery.add_done_callback(partial(self._delivered, message.count))
+            self.counters.batch_sizes.observe(message.count)
+            delivery.add_done_callback(partial(self._delivered, message.count, self._clock()))
 
     async def _linger_loop(self) -> None:
         """Closes batches whose oldest record has waited `linger`, when no write comes to do it."""
@@ -198,12 +223,14 @@ class KafkaSink:
                 continue
             self._enqueue(self._batcher.due(self._clock()))
 
-    def _delivered(self, count: int, delivery: asyncio.Future[object]) -> None:
+    def _delivered(self, count: int, sent_at: float, delivery: asyncio.Future[object]) -> None:
         if delivery.cancelled():
             self._settle(count, "delivery cancelled")
         elif delivery.exception() is not None:
             self._settle(count, _describe(delivery.exception()))
         else:
+            self.counters.acked_messages += 1
+            self.counters.latency.observe(self._clock() - sent_at)
             self._settle(count)
 
     def _settle(self, count: int, error: str | None = None) -> None:
@@ -235,6 +262,7 @@ async def open_kafka_sink(
     sink = KafkaSink(
         await start_producer(cluster, settings, topic), topic, batcher, max_pending=max_pending, when_full=when_full
     )
+    sink.start()  # the health check runs from the start, before any record
     try:
         yield sink
     finally:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .collect import CollectStats
+from .stats import CollectStats
 
 # child(index, report) runs one worker to its end and returns its exit status;
 # report(stats) sends its counters to the parent.
@@ -34,17 +34,21 @@ def _run_child(child: Child, index: int, updates: Any) -> None:
 def run_workers(
     count: int,
     child: Child,
-    report: Callable[[CollectStats], None],
+    post: Callable[[int, CollectStats], None],
+    tick: Callable[[], None],
     say: Callable[[str], None],
-    interval_s: float = 5.0,
-) -> tuple[int, CollectStats]:
-    """Run `count` workers until a signal stops them or one dies; (exit status, summed counters)."""
+    tick_s: float = 1.0,
+) -> int:
+    """Run `count` workers until a signal stops them or one dies: the exit status.
+
+    Each worker's counters go to `post(index, stats)` as they come; `tick()`
+    runs about every `tick_s` seconds.
+    """
     context = multiprocessing.get_context("fork")
     updates = context.Queue()
     workers = [
         context.Process(target=_run_child, args=(child, i, updates), name=f"ptc-worker-{i}") for i in range(count)
     ]
-    latest = [CollectStats() for _ in range(count)]
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -59,42 +63,35 @@ def run_workers(
     try:
         for worker in workers:
             worker.start()
-        next_report = time.monotonic() + interval_s
+        next_tick = time.monotonic() + tick_s
         while any(w.is_alive() for w in workers):
-            _collect_updates(updates, latest, timeout=0.2)
+            _collect_updates(updates, post, timeout=0.2)
             failed = [w for w in workers if w.exitcode not in (None, 0)]
             if failed and not stopping:
                 for worker in failed:
                     say(f"worker {worker.name} (pid {worker.pid}) ended with {_how(worker)}: stopping the others")
                 status = 1
                 stop(signal.SIGTERM, None)
-            if time.monotonic() >= next_report:
-                next_report += interval_s
-                report(_total(latest))
-        _collect_updates(updates, latest, timeout=0)
+            if time.monotonic() >= next_tick:
+                next_tick += tick_s
+                tick()
+        _collect_updates(updates, post, timeout=0)
         status = max([status] + [1 for w in workers if w.exitcode not in (0, None)])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return status, _total(latest)
+    return status
 
 
-def _collect_updates(updates: Any, latest: list[CollectStats], timeout: float) -> None:
+def _collect_updates(updates: Any, post: Callable[[int, CollectStats], None], timeout: float) -> None:
     try:
         index, values = updates.get(timeout=timeout) if timeout else updates.get_nowait()
-        latest[index] = CollectStats.from_dict(values)
+        post(index, CollectStats.from_dict(values))
         while True:
             index, values = updates.get_nowait()
-            latest[index] = CollectStats.from_dict(values)
+            post(index, CollectStats.from_dict(values))
     except queue.Empty:
         pass
-
-
-def _total(latest: list[CollectStats]) -> CollectStats:
-    total = CollectStats()
-    for stats in latest:
-        total.add(stats)
-    return total
 
 
 def _how(worker: BaseProcess) -> str:

@@ -8,11 +8,12 @@ import os
 import signal
 
 from pt_collector import DecodeError, Decoder
-from pt_collector.collect import BURST, CollectStats, Worker, run_worker
+from pt_collector.collect import BURST, Worker, run_worker
 from pt_collector.encode import ethernet
 from pt_collector.generate import generate
 from pt_collector.pcap import read_capture
 from pt_collector.sinks import ListSink
+from pt_collector.stats import CollectStats
 
 
 class FakeReceiver:

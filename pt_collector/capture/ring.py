@@ -152,6 +152,17 @@ class RingReceiver:
         BLOCK_STATUS.pack_into(ring, self._block * self._block_size + BLOCK_STATUS_OFFSET, TP_STATUS_KERNEL)
         self._block = (self._block + 1) % self._block_count
 
+    def ring_use(self) -> float:
+        """The share of blocks now waiting for user space: near 1, the kernel is about to drop."""
+        ring, status = self._ring, BLOCK_STATUS.unpack_from
+        if ring is None:
+            return 0.0
+        held = sum(
+            status(ring, block * self._block_size + BLOCK_STATUS_OFFSET)[0] & TP_STATUS_USER
+            for block in range(self._block_count)
+        )
+        return held / self._block_count
+
     def check_interface(self) -> None:
         """Raise CaptureSetupError if the interface was deleted: nothing would ever arrive again."""
         check_interface(self.iface, self.ifindex)
