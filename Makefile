@@ -19,6 +19,9 @@ deps:  ## what the tests need from Debian: kcat, Java and Maven (the Kafka broke
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v setcap >/dev/null || missing="$$missing libcap2-bin"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	[ -e /usr/lib/python3/dist-packages/yaml ] || missing="$$missing python3-yaml"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn  >/dev/null || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \

@@ -18,6 +18,8 @@ import click
 from . import __version__
 from .cli_collect import collect
 from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, open_output, run_async
+from .config import apply as apply_settings
+from .config import decoder_for, effective, expose_environment, exposed_secrets, render
 from .decode import Decoder
 from .encode import ethernet, linux_sll, linux_sll2
 from .generate import generate as generate_probes
@@ -45,13 +47,25 @@ from .wire import ETH_P_VLAN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LI
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path), envvar="PTC_CONFIG",
+    show_envvar=True, help="Settings for the commands from a TOML file (docs/configuration.md).",
+)  # fmt: skip
 @click.version_option(__version__, prog_name="ptc")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None) -> None:
     """ptc: the SRv6 Path Tracing probe collector.
 
     Decodes PT probes (HbH MCD stacks, SRH PT TLVs) into records
     (record schema v1) and writes them out.
+
+    Every option of every command can also come from the environment,
+    PTC_<OPTION> (PTC_TOPIC, PTC_TTS_SHIFT, ...), or from the --config file.
+    A flag wins over the environment, the environment over the file;
+    `ptc config check` shows what a command would use.
     """
+    if ctx.invoked_subcommand != "config" and not ctx.resilient_parsing:
+        apply_settings(ctx, config_file)
 
 
 @main.command()
@@ -94,7 +108,7 @@ def replay(
     read (the frames before the damage are still decoded), the brokers could
     not be reached, or records were dropped or not acknowledged.
     """
-    decoder = Decoder(tts_shift)
+    decoder = decoder_for(tts_shift)
     show_progress = sys.stderr.isatty() if progress is None else progress
     if output is None:
         _replay_to_kafka(files, decoder, show_progress, quiet, kafka)
@@ -342,6 +356,33 @@ def generate(
 
 
 main.add_command(collect)
+
+
+@main.group("config")
+def config_group() -> None:
+    """Check settings files."""
+
+
+@config_group.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def config_check(ctx: click.Context, file: Path | None) -> None:
+    """Check the settings file FILE [default: --config] and print every command's effective settings.
+
+    The output is TOML: each value with where it comes from (the file, a
+    PTC_* variable, or the default); flags on a command line still win.
+    Secrets (passwords) show as ***. Exit status 0 when every key and value
+    is valid, 2 with one line naming the key when one is not.
+    """
+    path = file or ctx.find_root().params.get("config_file")
+    config, table = effective(main, path)
+    click.echo(render(config, table), nl=False)
+    if secrets := exposed_secrets(config):
+        warning = f"{config.name} holds {', '.join(secrets)} and other users can read it: chmod 600 {config.name}"
+        click.echo(f"ptc: warning: {warning}", err=True)
+
+
+expose_environment(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

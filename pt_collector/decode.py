@@ -17,8 +17,8 @@ walk reads nothing else, so both paths give the same record.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from ipaddress import IPv6Address
+from collections.abc import Callable, Mapping
+from ipaddress import IPv6Address, IPv6Network
 
 from .record import SCHEMA_VERSION, Hop, Node, Record
 from .tts import MAX_SHIFT, midpoint_times
@@ -406,17 +406,30 @@ class _Guard:
         self.layouts: dict[tuple, Layout] = {}
 
 
+def _checked_shift(shift: int | None) -> int | None:
+    if shift is not None and not 0 <= shift <= MAX_SHIFT:
+        raise ValueError(f"TTS shift must be 0..{MAX_SHIFT}, not {shift}")
+    return shift
+
+
 class Decoder:
     """Decodes captured frames into probe records.
 
     tts_shift: the TTS template shift (0..24) for midpoint time
     reconstruction; None leaves every hop's time_ns None.
+    shift_by_source: the shift of the midpoints on the paths of some source
+    nodes, by prefix of the source address (IPv6Network or its text); the
+    longest prefix holding the source wins, a source in none gets tts_shift.
+    The template is a per-router setting, not in the packet.
     """
 
-    def __init__(self, tts_shift: int | None = None) -> None:
-        if tts_shift is not None and not 0 <= tts_shift <= MAX_SHIFT:
-            raise ValueError(f"TTS shift must be 0..{MAX_SHIFT}, not {tts_shift}")
-        self.tts_shift = tts_shift
+    def __init__(
+        self, tts_shift: int | None = None, shift_by_source: Mapping[IPv6Network | str, int] | None = None
+    ) -> None:
+        self.tts_shift = _checked_shift(tts_shift)
+        prefixes = [(IPv6Network(prefix), _checked_shift(shift)) for prefix, shift in (shift_by_source or {}).items()]
+        # longest first, so the first prefix holding a source is the most specific one
+        self.prefix_shifts = tuple(sorted(prefixes, key=lambda entry: -entry[0].prefixlen))
         self._guards: dict[tuple[int, int], list[_Guard]] = {}
         self._layout_count = 0
         self._hop_cache = _HopCache()
@@ -466,10 +479,20 @@ class Decoder:
         guard.layouts[unpack(frame)] = layout
         self._layout_count += 1
 
+    def shift_for(self, src_addr: str) -> int | None:
+        """The TTS shift of the midpoints on paths from the source `src_addr`."""
+        if self.prefix_shifts:
+            address = IPv6Address(src_addr)
+            for prefix, shift in self.prefix_shifts:
+                if address in prefix:
+                    return shift
+        return self.tts_shift
+
     def _builder(self, shape: _Shape) -> Callable[..., Record]:
         src_addr, sink_addr, dst, segments = shape.src_addr, shape.sink_addr, shape.dst, shape.segments
         src_known = shape.has_src_tlv
-        hops_of = self._hops_reader(shape.stack_len)
+        # the source address is a layout constant: its shift is looked up once here, never per frame
+        hops_of = self._hops_reader(shape.stack_len, self.shift_for(src_addr))
 
         if sink_addr is None:
 
@@ -499,7 +522,9 @@ class Decoder:
 
         return build_encap
 
-    def _hops_reader(self, stack_len: int) -> Callable[[bytes, int | None, int | None], tuple[Hop, ...]]:
+    def _hops_reader(
+        self, stack_len: int, tts_shift: int | None
+    ) -> Callable[[bytes, int | None, int | None], tuple[Hop, ...]]:
         """hops(stack, src_ns, sink_ns): Hops in path order from an MCD stack of `stack_len` bytes.
 
         The stack is newest first and ends at the first all-zero MCD. Hops
@@ -508,7 +533,6 @@ class Decoder:
         """
         split = _compiled("3s" * (stack_len // MCD_SIZE)).unpack
         hop_of = self._hop_cache.__getitem__
-        tts_shift = self.tts_shift
 
         def hops(stack: bytes, src_ns: int | None, sink_ns: int | None) -> tuple[Hop, ...]:
             mcds = split(stack)
