@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +92,16 @@ class Veth:
         """Delete the pair (from its root end); teardown then finds it gone, which is fine."""
         run("ip", "link", "del", self.rx_iface)
 
+    def wait_carrier(self, present: bool, timeout_s: float = 10.0) -> None:
+        """Wait until rx_iface's carrier is as asked: the kernel notes link changes asynchronously (linkwatch)."""
+        carrier = Path(f"/sys/class/net/{self.rx_iface}/carrier")
+        want = "1" if present else "0"
+        deadline = time.monotonic() + timeout_s
+        while carrier.read_text().strip() != want:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.rx_iface}: carrier still not {want} after {timeout_s} s")
+            time.sleep(0.02)
+
     def set_tx_up(self, up: bool) -> None:
         self.in_netns("ip", "link", "set", self.tx_iface, "up" if up else "down")
 
@@ -128,6 +139,7 @@ def _silence_and_raise(pair: Veth) -> None:
     pair.in_netns("sysctl", "-qw", f"net.ipv6.conf.{pair.tx_iface}.disable_ipv6=1")
     pair.set_tx_up(True)
     pair.set_rx_up(True)
+    pair.wait_carrier(True)
 
 
 @pytest.fixture

@@ -169,6 +169,7 @@ def test_a_link_flap_does_not_end_the_capture(veth, make):
         assert receiver.drain([], 10) == 0
         assert poller.poll(0) == []  # reported once, not a busy loop
         veth.set_rx_up(True)
+        veth.wait_carrier(True)
         veth.send(frames)
         got = receive(receiver, len(expected))
     assert_exactly(got, expected)

@@ -87,11 +87,12 @@ class Group:
             await consumer.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GROUP_SETTLE_S
-        while True:  # both members in, every partition assigned to one of them
+        settled = 0
+        while settled < 5:  # both members in, every partition held by exactly one of them, for half a second
+            # a member keeps its old assignment until it has seen the rebalance, so overlaps come and go
             assigned = [{tp.partition for tp in c.assignment()} for c in self.consumers]
-            if all(assigned) and sorted(assigned[0] | assigned[1]) == list(range(PARTITIONS)):
-                assert not assigned[0] & assigned[1]
-                return
+            split = all(assigned) and not assigned[0] & assigned[1]
+            settled = settled + 1 if split and sorted(assigned[0] | assigned[1]) == list(range(PARTITIONS)) else 0
             assert loop.time() < deadline, f"the group did not settle: {assigned}"
             await asyncio.sleep(0.1)
 
