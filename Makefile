@@ -59,3 +59,23 @@ kafka-status:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+.PHONY: fuzz soak
+
+FUZZ_SECONDS ?= 60
+FUZZ_KNOWN   ?=
+fuzz: setup  ## fuzz the decoder (atheris) for FUZZ_SECONDS; a crashing input is written to tests/corpus/
+	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install --quiet -e '.[fuzz]'
+	$(BIN)/python fuzz/fuzz_decode.py --write-seeds .fuzz/corpus
+	FUZZ_KNOWN_CRASHES='$(FUZZ_KNOWN)' $(BIN)/python fuzz/fuzz_decode.py .fuzz/corpus tests/corpus \
+		-max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -print_final_stats=1 -artifact_prefix=tests/corpus/
+
+SOAK_MINUTES ?= 10
+SOAK_RATE    ?= 5000
+soak: setup  ## ptc collect under SOAK_RATE probes/s for SOAK_MINUTES over a veth pair (root): RSS growth verdict
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)
+
+.PHONY: bench-rules
+
+bench-rules: setup  ## the flow rules' functions: the histogram's cost per probe next to pass and sample
+	$(BIN)/python bench/bench_rules.py

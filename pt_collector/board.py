@@ -26,7 +26,12 @@ class Stage:
 
 
 def stages(stats: CollectStats) -> list[Stage]:
-    """capture -> decode -> batch -> Kafka, as Fastcapa-ng shows its pipeline."""
+    """capture -> decode -> batch -> Kafka, as Fastcapa-ng shows its pipeline.
+
+    Records lost with a worker that died are drops of the stage they were in: sent and not yet
+    acknowledged (deliver), or still in a batch (batch).
+    """
+    unsettled = max(0, stats.sent - stats.acked - stats.failed - stats.lost_sent)
     return [
         Stage("capture", stats.kernel_received, stats.frames, 0, stats.kernel_dropped),
         Stage("decode", stats.frames, stats.decoded, 0, stats.not_pt + stats.malformed_total),
@@ -34,10 +39,10 @@ def stages(stats: CollectStats) -> list[Stage]:
             "batch",
             stats.batched,
             stats.sent,
-            max(0, stats.pending - (stats.sent - stats.acked - stats.failed)),
-            stats.dropped,
+            max(0, stats.pending - unsettled),
+            stats.dropped + stats.lost - stats.lost_sent,
         ),
-        Stage("deliver", stats.sent, stats.acked, max(0, stats.sent - stats.acked - stats.failed), stats.failed),
+        Stage("deliver", stats.sent, stats.acked, unsettled, stats.failed + stats.lost_sent),
     ]
 
 

@@ -17,11 +17,14 @@ import click
 
 from . import __version__
 from .cli_collect import collect
+from .cli_paths import paths
+from .cli_rules import rules_group
 from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, open_output, run_async
 from .config import apply as apply_settings
-from .config import decoder_for, effective, expose_environment, exposed_secrets, render
+from .config import decoder_for, effective, expose_environment, exposed_secrets, render, rules_for
 from .decode import Decoder
 from .encode import ethernet, linux_sll, linux_sll2
+from .functions import RuleEngine
 from .generate import generate as generate_probes
 from .kafka import ConsumeStats, KafkaUnavailable
 from .kafka import consume as consume_records
@@ -41,6 +44,8 @@ from .pcap import PcapWriter
 from .record import Record, to_json_lines
 from .replay import ReplayStats
 from .replay import replay as run_replay
+from .routing import RoutedSink, file_routes, open_kafka_routes
+from .rules import Ruleset
 from .sinks import JsonLinesSink
 from .tts import MAX_SHIFT
 from .wire import ETH_P_VLAN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
@@ -64,7 +69,7 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
     A flag wins over the environment, the environment over the file;
     `ptc config check` shows what a command would use.
     """
-    if ctx.invoked_subcommand != "config" and not ctx.resilient_parsing:
+    if ctx.invoked_subcommand not in ("config", "rules") and not ctx.resilient_parsing:  # they read the file
         apply_settings(ctx, config_file)
 
 
@@ -103,27 +108,34 @@ def replay(
     to the Kafka topic --topic (default pt-probes) on --brokers, in batches of
     one source node's records per message (docs/kafka.md).
 
+    The config file's [[rules]] route, sample, summarise, drop or keep raw
+    the probes, per flow, each to its own topic (docs/rules.md); with
+    --output, records and histograms go to the file and raw frames nowhere.
+
     Exit status 0 when every file was read to its end (and, into Kafka, every
     decoded record was acknowledged by the broker); 1 when a file could not be
     read (the frames before the damage are still decoded), the brokers could
     not be reached, or records were dropped or not acknowledged.
     """
-    decoder = decoder_for(tts_shift)
+    decoder, rules = decoder_for(tts_shift), rules_for()
     show_progress = sys.stderr.isatty() if progress is None else progress
     if output is None:
-        _replay_to_kafka(files, decoder, show_progress, quiet, kafka)
+        _replay_to_kafka(files, decoder, rules, show_progress, quiet, kafka)
         return
     kafka_given = given_on_command_line(ctx, PRODUCER_PARAMS + CLUSTER_PARAMS)
     if kafka_given:
         raise click.UsageError(f"{', '.join(kafka_given)}: Kafka options, but --output writes a file")
     with open_output(output) as stream, _progress(show_progress) as on_batch:
+        sink = file_routes(RuleEngine(rules, kafka["topic"]), stream) if rules else JsonLinesSink(stream)
         try:
-            stats = run_async(run_replay(files, decoder, JsonLinesSink(stream), on_batch))
+            stats = run_async(run_replay(files, decoder, sink, on_batch))
         except BrokenPipeError:
             sys.stderr.close()  # the reader went away (| head): nothing left to report
             raise SystemExit(0) from None
     if not quiet:
         click.echo(stats.summary(), err=True)
+        if isinstance(sink, RoutedSink):
+            click.echo(sink.summary(), err=True)
     for error in stats.capture_errors:
         click.echo(f"ptc: error: {error}", err=True)
     if stats.capture_errors:
@@ -131,52 +143,85 @@ def replay(
 
 
 def _replay_to_kafka(
-    files: tuple[Path, ...], decoder: Decoder, show_progress: bool, quiet: bool, params: dict[str, Any]
+    files: tuple[Path, ...],
+    decoder: Decoder,
+    rules: Ruleset,
+    show_progress: bool,
+    quiet: bool,
+    params: dict[str, Any],
 ) -> None:
-    """Replay into Kafka; exit status 1 unless every decoded record was acknowledged."""
+    """Replay into Kafka (through the rules, if any); exit status 1 unless everything sent was acknowledged."""
     with kafka_usage():
         cluster, settings, batcher = cluster_from(params), producer_settings_from(params), batcher_from(params)
         settings.check()
         cluster.client_options()  # TLS files are read here: a bad one is a usage error, before any work
     kafka_client_log(params["verbose"])
-    opened = open_kafka_sink(
-        cluster, settings, params["topic"], batcher, max_pending=params["max_pending"], when_full=params["when_full"]
-    )
+    pending = {"max_pending": params["max_pending"], "when_full": params["when_full"]}
+    opened: AbstractAsyncContextManager[KafkaSink | RoutedSink]
+    if rules:
+        engine = RuleEngine(rules, params["topic"])
+        opened = open_kafka_routes(engine, cluster, settings, lambda: batcher_from(params), **pending)
+    else:
+        opened = open_kafka_sink(cluster, settings, params["topic"], batcher, **pending)
+    stats, opened_sinks = ReplayStats(), []
     with _progress(show_progress) as on_batch:
         try:
-            stats, counters = run_async(_replay_into(opened, files, decoder, on_batch))
+            run_async(_replay_into(opened, files, decoder, on_batch, stats, opened_sinks))
         except KafkaUnavailable as exc:
             raise Failed(str(exc)) from None
-    _delivery_report(stats, counters, params["max_pending"], quiet)
+        except KeyboardInterrupt:  # the sink closed on the way out: what it held counts as failed
+            if not opened_sinks:
+                raise
+            c = opened_sinks[0].counters
+            unsent = f": {stats.probes - c.acked - c.dropped - c.failed:,} decoded records not handed to Kafka"
+            click.echo("ptc: replay interrupted" + ("" if rules else unsent), err=True)
+    sink = opened_sinks[0]
+    if isinstance(sink, RoutedSink):
+        _delivery_report(stats, sink.counters, params["max_pending"], quiet, sink.summary(), sink.delivered())
+    else:
+        _delivery_report(stats, sink.counters, params["max_pending"], quiet)
 
 
-def _delivery_report(stats: ReplayStats, counters: DeliveryCounters, max_pending: int, quiet: bool) -> None:
-    """The summary, one error line per kind of loss, exit status 1 unless every record was acknowledged."""
+def _delivery_report(
+    stats: ReplayStats,
+    counters: DeliveryCounters,
+    max_pending: int,
+    quiet: bool,
+    summary: str | None = None,
+    delivered: bool | None = None,
+) -> None:
+    """The summary, one error line per kind of loss, exit status 1 unless everything sent was acknowledged.
+
+    By default every decoded record is to be acknowledged; routed by rules,
+    `delivered` says whether everything the rules emitted was, and `summary`
+    tells what the rules did.
+    """
     if not quiet:
         click.echo(stats.summary(), err=True)
-        click.echo(counters.summary(), err=True)
+        click.echo(summary or counters.summary(), err=True)
     for error in stats.capture_errors:
         click.echo(f"ptc: error: {error}", err=True)
     if counters.dropped:
         waiting = f"--max-pending {max_pending:,} records were waiting for the broker (--when-full drop)"
         click.echo(f"ptc: error: {counters.dropped:,} records dropped: {waiting}", err=True)
     if counters.failed:
-        too_large = "MessageSizeTooLarge" in counters.last_error
-        hint = " (is --batch-bytes above the broker's message.max.bytes?)" if too_large else ""
-        click.echo(f"ptc: error: {counters.failed:,} records not acknowledged: {counters.last_error}{hint}", err=True)
-    if stats.capture_errors or counters.acked != stats.probes:
+        click.echo(f"ptc: error: {counters.failed:,} records not acknowledged: {counters.last_error}", err=True)
+    if stats.capture_errors or not (counters.acked == stats.probes if delivered is None else delivered):
         raise SystemExit(EXIT_FAILED)
 
 
 async def _replay_into(
-    opened: AbstractAsyncContextManager[KafkaSink],
+    opened: AbstractAsyncContextManager[KafkaSink | RoutedSink],
     files: tuple[Path, ...],
     decoder: Decoder,
     on_batch: Callable[[ReplayStats], None] | None,
-) -> tuple[ReplayStats, DeliveryCounters]:
+    stats: ReplayStats,
+    sinks: list[KafkaSink | RoutedSink],
+) -> None:
+    """Replay into the opened sink; `stats` and `sinks` (the sink, once open) outlive an interruption."""
     async with opened as sink:
-        stats = await run_replay(files, decoder, sink, on_batch)
-    return stats, sink.counters
+        sinks.append(sink)
+        await run_replay(files, decoder, sink, on_batch, stats)
 
 
 @main.command()
@@ -356,6 +401,8 @@ def generate(
 
 
 main.add_command(collect)
+main.add_command(paths)
+main.add_command(rules_group)
 
 
 @main.group("config")

@@ -14,9 +14,10 @@ import click
 from .board import StatsBoard
 from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, open_output, run_async
 from .collect import CaptureSettings, Worker, kafka_delivery, open_receiver, run_worker
-from .config import decoder_for
+from .config import decoder_for, rules_for
 from .decode import Decoder
 from .display import Display, counter_fields
+from .functions import RuleEngine
 from .kafka import KafkaUnavailable
 from .kafka_options import (
     CLUSTER_PARAMS,
@@ -29,14 +30,17 @@ from .kafka_options import (
     producer_settings_from,
     topic_option,
 )
-from .kafka_sink import KafkaSink, open_kafka_sink
+from .kafka_sink import KafkaSink, Say, open_kafka_sink
 from .metrics import MetricsServer
 from .privileges import PrivilegeError, drop_privileges, lookup
+from .routing import RoutedSink, file_routes, open_kafka_routes
+from .rules import Ruleset
 from .sinks import JsonLinesSink, Sink
 from .stats import CollectStats
 from .tts import MAX_SHIFT
-from .workers import run_workers
+from .workers import ON_EXIT, run_workers
 
+TICK_S = 1.0  # with flow rules, histogram windows close by the wall clock this often while no probe comes
 REPORT_INTERVAL_S = 1.0  # workers post their counters this often: table, log lines and /metrics read them
 
 SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
@@ -70,6 +74,12 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
     "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
     help="Processes joined by PACKET_FANOUT (hash: a flow stays in one worker), each with its own socket and sink.",
 )  # fmt: skip
+@click.option(
+    "--on-worker-exit", type=click.Choice(ON_EXIT), default="restart", show_default=True,
+    help="With --workers, when a worker dies (killed, or exits with an error): restart it, with a backoff "
+    "(0.5 s doubling to 30 s; ptc gives up and exits 1 after 5 failures in a row within 5 s of starting), "
+    "or stop the others and exit 1.",
+)  # fmt: skip
 @click.option("--tts-shift", type=click.IntRange(0, MAX_SHIFT), default=None, help=TTS_SHIFT_HELP)
 @click.option(
     "--stats/--no-stats", default=None,
@@ -85,6 +95,10 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
     help="Serve Prometheus metrics on /metrics and a health check on /healthz.",
 )  # fmt: skip
 @click.option("--metrics-address", default="0.0.0.0", show_default=True, metavar="ADDR")
+@click.option(
+    "--shutdown-timeout", type=click.FloatRange(min=0), default=20.0, show_default=True, metavar="SECONDS",
+    help="On SIGINT/SIGTERM, how long to wait for the broker to acknowledge what is held; the rest is counted lost.",
+)  # fmt: skip
 @click.option(
     "--user", metavar="NAME", help="Drop root for this user once the capture socket is open (needs root to start).",
 )  # fmt: skip
@@ -103,6 +117,7 @@ def collect(
     rcvbuf: int,
     bpf: str | None,
     workers: int,
+    on_worker_exit: str,
     tts_shift: int | None,
     stats: bool | None,
     stats_interval: float,
@@ -110,6 +125,7 @@ def collect(
     metrics_port: int | None,
     metrics_address: str,
     user: str | None,
+    shutdown_timeout: float,
     **kafka: Any,
 ) -> None:
     """Capture PT probes on an interface and send their records to Kafka.
@@ -119,9 +135,15 @@ def collect(
     and on exit, a line of counters goes to stderr: kernel received and
     dropped, frames, probes, not PT, malformed, sent, acknowledged, dropped.
 
-    SIGINT or SIGTERM stops capture, flushes every batch and exits 0. Exit
+    Kafka away (at start or later) does not stop capture: records are held
+    up to --max-pending (then dropped and counted) while ptc reconnects with
+    backoff. The config file's [[rules]] route, sample, summarise, drop or
+    keep raw the probes per flow (docs/rules.md).
+
+    SIGINT or SIGTERM stops capture, flushes every batch (for at most
+    --shutdown-timeout; the rest is counted as failed) and exits 0. Exit
     status 1: the interface cannot be captured on (missing, down, no
-    CAP_NET_RAW), the brokers cannot be reached, or a worker died.
+    CAP_NET_RAW) or went away, or workers kept dying (--on-worker-exit).
     """
     from .capture import CaptureSetupError, FilterError, compile_expression, open_packet_socket
 
@@ -135,14 +157,14 @@ def collect(
         raise click.BadParameter(str(exc), param_hint="--bpf") from None
     settings = CaptureSettings(
         iface, capture, ring_block_size, ring_blocks, ring_timeout_ms, rcvbuf, program,
-        fanout_group=os.getpid() & 0xFFFF if workers > 1 else None,
+        fanout_group=os.getpid() & 0xFFFF if workers > 1 else None, shutdown_timeout_s=shutdown_timeout,
     )  # fmt: skip
-    opener = _sink_opener(output, kafka, append=workers > 1)
     board = StatsBoard(workers, kafka=output is None)
     display = Display(
         board, iface, live=sys.stderr.isatty() if stats is None else stats, interval_s=stats_interval,
         log_format=log_format,
     )  # fmt: skip
+    opener = _sink_opener(output, kafka, append=workers > 1, say=display.say, rules=rules_for())
     try:  # fail here, once, in one line: not in every worker
         open_packet_socket(iface).close()
         if user:
@@ -154,7 +176,7 @@ def collect(
         raise Failed(f"cannot serve metrics on {metrics_address}:{metrics_port}: {exc.strerror}") from None
     try:
         with display:
-            status = _run(workers, settings, tts_shift, opener, board, display, user)
+            status = _run(workers, settings, tts_shift, opener, board, display, user, on_worker_exit)
             board.capturing = False
     finally:
         if server:
@@ -173,6 +195,7 @@ def _run(
     board: StatsBoard,
     display: Display,
     user: str | None,
+    on_worker_exit: str = "restart",
 ) -> int:
     """Capture with one worker here, or several in their own processes: the exit status."""
     if workers == 1:
@@ -185,7 +208,7 @@ def _run(
         board.post(0, stats)
         return status
     child = partial(_child, settings, tts_shift, opener, display.error, user)
-    return run_workers(workers, child, board.post, display.refresh, display.error)
+    return run_workers(workers, child, board.post, display.refresh, display.error, on_exit=on_worker_exit)
 
 
 def _child(
@@ -220,6 +243,9 @@ def _one_worker(
         return EXIT_FAILED, CollectStats()
     if worker.error is not None:
         say(str(worker.error))
+    if worker.unflushed:
+        timeout = f"--shutdown-timeout {settings.shutdown_timeout_s:g} s"
+        say(f"{worker.unflushed:,} records not acknowledged within {timeout}: counted as failed")
     return (EXIT_FAILED if worker.error else 0), worker.stats
 
 
@@ -235,16 +261,21 @@ async def _capture(
         async with opener() as sink:
             if user:
                 drop_privileges(user)  # the socket and the output are open: nothing else needs root
-            delivery = kafka_delivery(sink) if isinstance(sink, KafkaSink) else None
-            worker = Worker(receiver, decoder, sink, kernel_stats=kernel_stats, delivery=delivery)
+            kafka = isinstance(sink, KafkaSink) or (isinstance(sink, RoutedSink) and sink.kafka_sinks())
+            delivery = kafka_delivery(sink) if kafka else None  # type: ignore[arg-type]
+            worker = Worker(
+                receiver, decoder, sink, kernel_stats=kernel_stats, delivery=delivery,
+                shutdown_timeout_s=settings.shutdown_timeout_s,
+            )  # fmt: skip
             await run_worker(worker, report, REPORT_INTERVAL_S)
-            return worker
+        worker.snapshot()  # after the sink closed: what it could not deliver is counted now
+        return worker
     finally:
         receiver.close()
 
 
-def _sink_opener(output: str | None, kafka: dict[str, Any], append: bool) -> SinkOpener:
-    """How each worker opens its sink: a JSON lines file, or a Kafka producer of its own."""
+def _sink_opener(output: str | None, kafka: dict[str, Any], append: bool, say: Say, rules: Ruleset) -> SinkOpener:
+    """How each worker opens its sink: a JSON lines file, or a Kafka producer of its own; through the rules if any."""
     if output is not None:
         if append and output != "-":
             open(output, "wb").close()
@@ -252,7 +283,11 @@ def _sink_opener(output: str | None, kafka: dict[str, Any], append: bool) -> Sin
         @contextlib.asynccontextmanager
         async def file_sink() -> AsyncIterator[Sink]:
             with open_output(output, append=append) as stream:
-                yield JsonLinesSink(stream)
+                if not rules:
+                    yield JsonLinesSink(stream)
+                    return
+                async with file_routes(RuleEngine(rules, kafka["topic"]), stream, tick_s=TICK_S) as routed:
+                    yield routed
 
         return file_sink
     with kafka_usage():
@@ -260,11 +295,12 @@ def _sink_opener(output: str | None, kafka: dict[str, Any], append: bool) -> Sin
         settings.check()
         cluster.client_options()
     kafka_client_log(kafka["verbose"])
+    pending = dict(max_pending=kafka["max_pending"], when_full=kafka["when_full"], wait_for_broker=True, say=say)
 
     def kafka_sink() -> contextlib.AbstractAsyncContextManager[Sink]:
-        return open_kafka_sink(  # type: ignore[return-value]
-            cluster, settings, kafka["topic"], batcher_from(kafka),
-            max_pending=kafka["max_pending"], when_full=kafka["when_full"],
-        )  # fmt: skip
+        if rules:
+            engine = RuleEngine(rules, kafka["topic"])
+            return open_kafka_routes(engine, cluster, settings, lambda: batcher_from(kafka), tick_s=TICK_S, **pending)
+        return open_kafka_sink(cluster, settings, kafka["topic"], batcher_from(kafka), **pending)  # type: ignore[return-value]
 
     return kafka_sink

@@ -65,3 +65,9 @@ def kafka_client_log(verbose: bool) -> None:
     logger = logging.getLogger("aiokafka")
     logger.propagate = False
     logger.handlers = [handler]
+    if not verbose:  # a failed connection attempt leaves one behind for the garbage collector, which says so
+        logging.getLogger("asyncio").addFilter(_unclosed_kafka_connection)
+
+
+def _unclosed_kafka_connection(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Unclosed AIOKafka")

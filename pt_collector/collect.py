@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .decode import DecodeError, Decoder
+from .pcap import Frame
 from .record import Record
 from .sinks import Sink
 from .stats import BROKER_DOWN, BROKER_UNKNOWN, BROKER_UP, CollectStats
@@ -40,6 +41,7 @@ class Worker:
         *,
         kernel_stats: Callable[[], tuple[int, int]] | None = None,
         delivery: Callable[[CollectStats], None] | None = None,
+        shutdown_timeout_s: float | None = None,
     ) -> None:
         self.receiver = receiver
         self.decoder = decoder
@@ -50,6 +52,9 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self.error: Exception | None = None
+        self.shutdown_timeout_s = shutdown_timeout_s  # how long the last flush may take (None: as long as it takes)
+        self.held_at_stop = 0  # records the sink held when capture stopped: the shutdown flush's work
+        self.unflushed = 0  # of those, still unacknowledged when that time was up
 
     def stop(self) -> None:
         """Stop capturing (signal-handler safe): `run` flushes and returns."""
@@ -97,7 +102,11 @@ class Worker:
             await self._handle(frames)
         finally:
             loop.remove_reader(fd)
-        await self.sink.flush()
+        self.held_at_stop = getattr(self.sink, "held", 0)
+        try:
+            await asyncio.wait_for(self.sink.flush(), self.shutdown_timeout_s)
+        except TimeoutError:  # the sink counts what it still holds as failed when it closes
+            self.unflushed = getattr(self.sink, "held", 0)
         return self.snapshot()
 
     async def _handle(self, frames: list[tuple[int, bytes]]) -> None:
@@ -105,6 +114,7 @@ class Worker:
         stats.frames += len(frames)
         decode = self.decoder.decode
         records: list[Record] = []
+        kept: list[Frame] | None = [] if getattr(self.sink, "wants_frames", False) else None  # flow rules' raw
         for capture_ns, frame in frames:
             try:
                 record = decode(frame, capture_ns, LINKTYPE_ETHERNET)
@@ -115,10 +125,15 @@ class Worker:
                 stats.not_pt += 1
             else:
                 records.append(record)
+                if kept is not None:
+                    kept.append((LINKTYPE_ETHERNET, capture_ns, frame))
         if records:
             stats.decoded += len(records)
             stats.batched += len(records)
-            await self.sink.write(records)
+            if kept is None:
+                await self.sink.write(records)
+            else:
+                await self.sink.write_frames(records, kept)  # type: ignore[attr-defined]
 
 
 async def run_worker(
@@ -134,8 +149,7 @@ async def run_worker(
     finally:
         if reporter:
             reporter.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    # The handlers stay: another SIGTERM while the sink closes must not kill the worker (the loop's end removes them).
     return stats
 
 
@@ -160,6 +174,7 @@ class CaptureSettings:
     rcvbuf: int | None = 64 << 20
     program: tuple[tuple[int, int, int, int], ...] | None = None  # classic BPF; None: the default PT filter
     fanout_group: int | None = None
+    shutdown_timeout_s: float | None = None  # how long the flush after a stop may take
 
 
 def open_receiver(settings: CaptureSettings) -> tuple[Receiver, Callable[[], tuple[int, int]]]:

@@ -18,7 +18,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv6Network
 from pathlib import Path
 from typing import Any
@@ -26,14 +26,17 @@ from typing import Any
 import click
 
 from .decode import Decoder
+from .rules import RuleError, Ruleset, parse_rules
 from .tts import MAX_SHIFT
 
 ENV_PREFIX = "PTC_"
 SHIFTS_TABLE = "tts_shift_by_source"
+RULES_KEY = "rules"  # [[rules]]: flow rules (rules.py, docs/rules.md)
 SECRET = re.compile(r"password|secret|token|passphrase|credential")
 HIDDEN = "***"
 DEFAULT, FILE, ENVIRONMENT = "default", "file", "environment"  # where a setting came from, lowest first
 _META_SHIFTS = "pt_collector.tts_shift_by_source"  # ctx.meta is shared by the group and its subcommands
+_META_RULES = "pt_collector.rules"
 
 
 class ConfigError(click.ClickException):
@@ -58,6 +61,7 @@ class Config:
     name: str  # the file as given, for messages
     table: Mapping[str, Any]
     shift_by_source: Mapping[IPv6Network, int]
+    rules: Ruleset = field(default_factory=Ruleset)
 
 
 def is_secret(key: str) -> bool:
@@ -109,14 +113,15 @@ def read(path: Path | None) -> Config:
         raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: not valid TOML: {exc}") from None
-    return Config(name, table, _shifts(name, table.get(SHIFTS_TABLE, {})))
+    return Config(name, table, _shifts(name, table.get(SHIFTS_TABLE, {})), _rules(name, table.get(RULES_KEY, [])))
 
 
 def check_keys(config: Config, commands: Mapping[str, click.Command]) -> None:
     """Every key names a setting of some command, a command's table, or the per-source shifts (typos fail)."""
     everywhere = {key for command in commands.values() for key in option_keys(command)}
+    _check_rule_topics(config, commands)
     for key, value in config.table.items():
-        if key == SHIFTS_TABLE:
+        if key in (SHIFTS_TABLE, RULES_KEY):
             continue
         if key not in commands:
             if key not in everywhere:
@@ -153,6 +158,26 @@ def _shifts(name: str, table: object) -> dict[IPv6Network, int]:
             raise ConfigError(f"{where}: the same prefix as another key, {network}")
         shifts[network] = shift
     return shifts
+
+
+def _rules(name: str, tables: object) -> Ruleset:
+    """[[rules]], each key checked (a topic's name is checked with the --topic option, in check_keys)."""
+    try:
+        return parse_rules(tables)
+    except RuleError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _check_rule_topics(config: Config, commands: Mapping[str, click.Command]) -> None:
+    """A rule's topic goes through the same check as --topic."""
+    found = ((name, option_keys(command).get("topic")) for name, command in commands.items())
+    name, option = next(((name, option) for name, option in found if option is not None), ("", None))
+    if option is None:
+        return
+    ctx = click.Context(commands[name], info_name=name)
+    for rule in config.rules:
+        if rule.topic is not None:
+            _checked(ctx, option, "topic", rule.topic, f"{config.name}: {rule.label}: topic", from_file=True)
 
 
 # ---------------------------------------------------------------- one command's settings
@@ -236,6 +261,14 @@ def apply(ctx: click.Context, path: Path | None) -> None:
             default_map = dict(ctx.default_map or {})
             ctx.default_map = {**default_map, name: {**default_map.get(name, {}), **from_file}}
     ctx.meta[_META_SHIFTS] = config.shift_by_source
+    ctx.meta[_META_RULES] = config.rules
+
+
+def rules_for() -> Ruleset:
+    """The running command's flow rules: the config file's [[rules]], or none."""
+    ctx = click.get_current_context(silent=True)
+    rules = ctx.meta.get(_META_RULES) if ctx is not None else None
+    return rules if rules is not None else Ruleset()
 
 
 def decoder_for(tts_shift: int | None) -> Decoder:
@@ -283,6 +316,11 @@ def render(config: Config, table: Mapping[str, Mapping[str, Setting | None]]) ->
         lines += ["", f"[{SHIFTS_TABLE}]  # the longest prefix holding the source wins, else tts_shift"]
         by_length = sorted(config.shift_by_source.items(), key=lambda entry: -entry[0].prefixlen)
         lines += [f'"{prefix}" = {shift}' for prefix, shift in by_length]
+    if config.rules:
+        lines += ["", "# [[rules]]: the first rule a probe matches decides; no match: pass to the main topic"]
+        for rule in config.rules:
+            lines += ["", f"[[rules]]  # {rule.label}"]
+            lines += [f"{key} = {_toml(value)}" for key, value in rule.settings().items()]
     return "\n".join(lines) + "\n"
 
 
@@ -302,4 +340,6 @@ def _toml(value: Any) -> str:
         return repr(value)
     if isinstance(value, str | Path):
         return json.dumps(str(value), ensure_ascii=False)  # a TOML basic string: JSON's escapes are TOML's
+    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False)  # an array of strings or integers: JSON's is TOML's
     return repr(value)

@@ -232,6 +232,8 @@ def _srh(w: _Walk, pos: int, end: int, layer: str) -> tuple[list[int], int | Non
         if tlv_type == TLV_PAD1:
             p += 1
             continue
+        if tlv_type == TLV_PT:  # a PT TLV claims the frame (the sink's, in an outer SRH): broken now is malformed
+            w.claimed = True
         w.need(p, 2, pos + size, layer, "TLV runs past the header")
         tlv_len = w.u8(p + 1)
         w.need(p, 2 + tlv_len, pos + size, layer, "TLV runs past the header")
@@ -285,9 +287,9 @@ def _probe(w: _Walk, shape: _Shape, off: int, nh: int, end: int) -> bool:
             shape.has_src_tlv = True
             _pt_tlv_values(w, tlv, with_session=True)
             break
-        next_nh = w.u8(pos)
-        pos += _ext_size(w, nh, pos, end, "ipv6-ext")
-        nh = next_nh
+        size = _ext_size(w, nh, pos, end, "ipv6-ext")  # checks the header is there before reading from it
+        nh = w.u8(pos)
+        pos += size
     return True
 
 

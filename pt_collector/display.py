@@ -89,6 +89,13 @@ class Display:
         self._repeats[message] = (now, 0)
         self.log("error", message + suffix, event="error")
 
+    def say(self, level: str, message: str) -> None:
+        """A line from inside the pipeline (the Kafka sink's connection news): errors rate-limited."""
+        if level == "error":
+            self.error(message)
+        else:
+            self.log(level, message, event="kafka")
+
     def table(self) -> Group:
         """Fastcapa-ng style: one row per stage, then one per worker, then the Kafka side."""
         total, rates = self.board.total(), self.board.rates()
@@ -104,16 +111,17 @@ class Display:
         if len(workers) > 1:
             table.add_section()
             for i, stats in enumerate(workers):
+                restarted = f" ({stats.restarts:,} restarts)" if stats.restarts else ""
                 table.add_row(
-                    f"worker {i}", f"{stats.kernel_received:,}", "", f"{stats.pending:,}", f"{stats.acked:,}",
-                    f"{stats.kernel_dropped + stats.dropped + stats.failed:,}",
+                    f"worker {i}{restarted}", f"{stats.kernel_received:,}", "", f"{stats.pending:,}",
+                    f"{stats.acked:,}", f"{stats.kernel_dropped + stats.dropped + stats.failed + stats.lost:,}",
                 )  # fmt: skip
         table.add_section()
         table.add_row(
             "total", f"{total.kernel_received:,}", "", f"{total.pending:,}", f"{total.acked:,}",
-            f"{total.kernel_dropped + total.not_pt + total.malformed_total + total.dropped + total.failed:,}",
+            f"{sum(stage.drops for stage in stages(total)):,}",
         )  # fmt: skip
-        return Group(table, Text(self._kafka_line(total)))
+        return Group(table, Text(self._kafka_line(total) + _restarts_line(total)))
 
     def _kafka_line(self, total: CollectStats) -> str:
         if not self.board.kafka:
@@ -123,6 +131,12 @@ class Display:
             f"Kafka: broker {broker}, {total.in_flight:,} messages in flight, {total.messages:,} sent, "
             f"{total.acked:,} records acknowledged, {total.kafka_errors:,} errors"
         )
+
+
+def _restarts_line(total: CollectStats) -> str:
+    if not (total.restarts or total.lost):
+        return ""
+    return f"\nworker restarts: {total.restarts:,}; up to {total.lost:,} records lost with the dead workers"
 
 
 def counter_fields(stats: CollectStats) -> dict[str, object]:

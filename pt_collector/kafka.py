@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, codec
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import ClusterAuthorizationFailedError, KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
-from .message import MessageError, decode_message
+from .kinds import decode_any_message
+from .message import MessageError
 from .record import Record
 
 DEFAULT_BROKERS = "127.0.0.1:9092"
@@ -223,7 +224,10 @@ def _unavailable(cluster: Cluster, exc: BaseException, last_error: str) -> str:
     if isinstance(exc, KafkaConnectionError | TimeoutError):
         where = f"cannot reach Kafka at {cluster.brokers} within {cluster.connect_timeout_s:g} s (--connect-timeout)"
         return f"{where}: {last_error}" if last_error else where
-    return f"cannot use Kafka at {cluster.brokers}: {type(exc).__name__}: {exc}"
+    hint = ""
+    if isinstance(exc, ClusterAuthorizationFailedError):  # the first thing an idempotent producer asks for
+        hint = " (the idempotent producer needs IdempotentWrite on the cluster: grant it, or --no-idempotence)"
+    return f"cannot use Kafka at {cluster.brokers}: {type(exc).__name__}: {exc}{hint}"
 
 
 async def _stop_quietly(client: Client) -> None:
@@ -231,22 +235,30 @@ async def _stop_quietly(client: Client) -> None:
         await client.stop()
 
 
-async def start_producer(cluster: Cluster, settings: ProducerSettings, topic: str) -> AIOKafkaProducer:
-    """A started producer that has the topic's metadata (the topic exists, or the broker created it)."""
+async def start_producer(cluster: Cluster, settings: ProducerSettings, *topics: str) -> AIOKafkaProducer:
+    """A started producer that has the topics' metadata (each exists, or the broker created it)."""
     options = {**cluster.client_options(), **settings.producer_options()}
     producer = await start_client(lambda: AIOKafkaProducer(**options), cluster)
     try:
+        for topic in topics:
+            await wait_for_topic(producer, cluster, topic)
+    except KafkaUnavailable:
+        await _stop_quietly(producer)
+        raise
+    return producer
+
+
+async def wait_for_topic(producer: AIOKafkaProducer, cluster: Cluster, topic: str) -> None:
+    """The topic's metadata, within the connect timeout (KafkaUnavailable, in one line, when it cannot be had)."""
+    try:
         await asyncio.wait_for(producer.partitions_for(topic), cluster.connect_timeout_s)
     except TimeoutError:
-        await _stop_quietly(producer)
         raise KafkaUnavailable(
             f"no topic {topic!r} on Kafka at {cluster.brokers} within {cluster.connect_timeout_s:g} s "
             "(it does not exist and the broker does not create topics on first use?)"
         ) from None
     except KafkaError as exc:
-        await _stop_quietly(producer)
         raise KafkaUnavailable(f"cannot use topic {topic!r} on Kafka at {cluster.brokers}: {exc}") from None
-    return producer
 
 
 @dataclass
@@ -316,7 +328,7 @@ async def _read(
 def _records_of(message: ConsumerRecord, stats: ConsumeStats) -> list[Record]:
     stats.messages += 1
     try:
-        return decode_message(message.value, message.headers)
+        return list(decode_any_message(message.value, message.headers))
     except MessageError as exc:
         stats.bad.append(f"partition {message.partition} offset {message.offset}: {exc}")
         return []

@@ -149,7 +149,8 @@ PRODUCER_OPTIONS: list[Callable[[F], F]] = [
         default=DEFAULT_BATCH_BYTES,
         show_default=True,
         metavar="BYTES",
-        help="Largest message value before compression; keep it under the broker's message.max.bytes.",
+        help="Largest message value before compression; keep it 16 KiB under the broker's message.max.bytes "
+        "(the client may add that much around it).",
     ),
     click.option(
         "--linger-ms",

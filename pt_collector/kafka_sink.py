@@ -7,6 +7,13 @@ delivery futures settle the counters. At most `max_pending` records are
 held between `write` and the broker's acknowledgement; when that is
 reached, `when_full` decides: "block" (write waits, nothing is lost) or
 "drop" (the newest records are dropped and counted).
+
+Faults: a send the client refuses for a while (its buffer full while the
+broker is away) is retried, never failed. The sink can also start before
+the broker is reachable (`connect`, for live capture): it accepts records,
+by its policy, while a task keeps trying to connect with backoff. `close`
+is bounded: whatever is still unacknowledged when its time is up is
+counted as failed, so every accepted record ends acked, failed or dropped.
 """
 
 from __future__ import annotations
@@ -15,20 +22,40 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
-from .batch import Batcher
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+
 from .histogram import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, Histogram
-from .kafka import Cluster, ProducerSettings, start_producer
+from .kafka import Cluster, KafkaUnavailable, ProducerSettings, start_producer
 from .message import Message
 from .record import Record
 
 WHEN_FULL = ("block", "drop")
 HEALTH_INTERVAL_S = 2.0
 HEALTH_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 5.0  # closing the producer: after a flush it has nothing left; interrupted, it may never deliver
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff between attempts to connect, or to hand a message over
+
+# (level, message): what the sink has to say about the broker, for the operator's log
+Say = Callable[[str, str], None]
+
+
+class MessageBatcher(Protocol):
+    """What the sink needs of its batcher: batch.Batcher, or kinds.py's for histograms and raw frames."""
+
+    held: int
+
+    def add(self, items: Sequence[Any], now: float) -> list[Message]: ...
+
+    def due(self, now: float) -> list[Message]: ...
+
+    def next_due(self) -> float | None: ...
+
+    def drain(self) -> list[Message]: ...
 
 
 class Producer(Protocol):
@@ -52,6 +79,7 @@ class DeliveryCounters:
     messages: int = 0  # messages handed to the Kafka client
     acked_messages: int = 0
     errors: int = 0  # messages not delivered
+    retries: int = 0  # sends the client refused for now (its buffer full, the broker away), tried again
     last_error: str = ""
     batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BOUNDS))  # records per message
     latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS))  # send to acknowledgement, s
@@ -77,21 +105,29 @@ class KafkaSink:
 
     def __init__(
         self,
-        producer: Producer,
+        producer: Producer | None,
         topic: str,
-        batcher: Batcher,
+        batcher: MessageBatcher,
         *,
         max_pending: int = 200_000,
         when_full: str = "block",
         clock: Callable[[], float] = time.monotonic,
+        connect: Callable[[], Awaitable[Producer]] | None = None,
+        say: Say | None = None,
     ) -> None:
-        if max_pending < 1 or when_full not in WHEN_FULL:
-            raise ValueError(f"max_pending must be positive and when_full one of {WHEN_FULL}")
+        if max_pending < 1 or when_full not in WHEN_FULL or (producer is None) == (connect is None):
+            raise ValueError(f"max_pending must be positive, when_full one of {WHEN_FULL}, one of producer, connect")
         self.counters = DeliveryCounters()
         self.topic = topic
         self.max_pending = max_pending
         self.when_full = when_full
         self._producer = producer
+        self._connect = connect
+        self._connected = asyncio.Event()
+        if producer is not None:
+            self._connected.set()
+        self._say = say or (lambda level, message: None)
+        self._abandoned = False  # close gave up waiting: late delivery reports change nothing
         self._batcher = batcher
         self._clock = clock
         self._held = 0  # records accepted and not yet settled (acked or failed)
@@ -115,18 +151,40 @@ class KafkaSink:
         await self.close()
 
     def start(self) -> None:
-        """Start the sending, lingering and health tasks (write and flush do it when needed)."""
+        """Start the connecting, sending, lingering and health tasks (write and flush do it when needed)."""
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._linger_loop())]
-            if hasattr(self._producer, "client"):
+            if self._connect is not None:
+                self._tasks.append(asyncio.create_task(self._connect_loop(self._connect)))
+            elif hasattr(self._producer, "client"):
                 self._tasks.append(asyncio.create_task(self._health_loop()))
+
+    async def _connect_loop(self, connect: Callable[[], Awaitable[Producer]]) -> None:
+        """Connect, however long it takes, with backoff; then the health checks take over."""
+        started, delay = self._clock(), RETRY_MIN_S
+        while True:
+            try:
+                self._producer = await connect()
+                break
+            except KafkaUnavailable as exc:
+                self.broker_up = False
+                self._say("error", f"{exc}: records are kept (up to --max-pending) while retrying, with backoff")
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RETRY_MAX_S)
+        self._connected.set()
+        if self.broker_up is False:
+            self._say("info", f"connected to Kafka after {self._clock() - started:.1f} s")
+        self.broker_up = True
+        if hasattr(self._producer, "client"):
+            await self._health_loop()
 
     async def _health_loop(self) -> None:
         """Ask the cluster for metadata now and then: is the broker there, whether or not we are sending?"""
-        client = self._producer.client  # type: ignore[attr-defined]
+        client = self._producer.client  # type: ignore[union-attr]
         while True:
             try:
-                self.broker_up = bool(await asyncio.wait_for(client.force_metadata_update(), HEALTH_TIMEOUT_S))
+                async with asyncio.timeout(HEALTH_TIMEOUT_S):  # not wait_for: on 3.11 it can swallow a cancel
+                    self.broker_up = bool(await client.force_metadata_update())
             except Exception:  # any failure (a timeout too) means not reachable now
                 self.broker_up = False
             await asyncio.sleep(HEALTH_INTERVAL_S)
@@ -156,19 +214,24 @@ class KafkaSink:
         while self._held:
             await self._wait_settled()
 
-    async def close(self) -> None:
-        """Stop the tasks and the producer; whatever was never handed to it counts as failed."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Stop the tasks and the producer; whatever was never handed to it counts as failed.
+
+        The producer delivers what it holds; after `timeout_s` (None: no limit)
+        the records still unacknowledged count as failed too.
+        """
+        await _cancel(self._tasks)
         self._tasks = []
         unsent = list(self._queue) + self._batcher.drain()
         self._queue.clear()
         for message in unsent:
             self._settle(message.count, "closed before sending")
-        await self._producer.stop()  # delivers what the client holds; its futures settle the rest
+        if self._producer is not None:
+            with contextlib.suppress(TimeoutError, KafkaError, OSError):
+                await asyncio.wait_for(self._producer.stop(), timeout_s)  # its futures settle what it delivers
+        if self._held:
+            self._settle(self._held, "not acknowledged before shutdown")
+            self._abandoned = True
 
     def _accept(self, records: Sequence[Record]) -> None:
         self._held += len(records)
@@ -193,16 +256,27 @@ class KafkaSink:
             while not self._queue:
                 self._queued.clear()
                 await self._queued.wait()
+            await self._connected.wait()
             message = self._queue.popleft()
             try:
-                delivery = await self._producer.send(
+                delivery = await self._producer.send(  # type: ignore[union-attr]
                     self.topic, value=message.value, key=message.key, headers=message.headers
                 )
             except asyncio.CancelledError:
                 self._settle(message.count, "closed before sending")
                 raise
-            except Exception as exc:  # a send that raises fails this message, never the loop
-                self._settle(message.count, _describe(exc))
+            except KafkaError as exc:
+                if not (exc.retriable or isinstance(exc, KafkaTimeoutError)):  # a timeout: it was never taken
+                    self._refused(message.count, _describe(exc))
+                    continue
+                # not taken for now (its buffer stays full while the broker is away): keep it, first in line
+                self._queue.appendleft(message)
+                self.counters.retries += 1
+                self._say("error", f"Kafka is not taking messages ({_describe(exc)}): retrying")
+                await asyncio.sleep(RETRY_MIN_S)
+                continue
+            except Exception as exc:  # a send that raises otherwise fails this message, never the loop
+                self._refused(message.count, _describe(exc))
                 continue
             self.counters.sent += message.count
             self.counters.messages += 1
@@ -224,14 +298,21 @@ class KafkaSink:
             self._enqueue(self._batcher.due(self._clock()))
 
     def _delivered(self, count: int, sent_at: float, delivery: asyncio.Future[object]) -> None:
+        if self._abandoned:  # already counted as failed at close
+            return
         if delivery.cancelled():
             self._settle(count, "delivery cancelled")
         elif delivery.exception() is not None:
-            self._settle(count, _describe(delivery.exception()))
+            self._refused(count, _describe(delivery.exception()))
         else:
             self.counters.acked_messages += 1
             self.counters.latency.observe(self._clock() - sent_at)
             self._settle(count)
+
+    def _refused(self, count: int, error: str) -> None:
+        """Records of a message the client or the broker refused: failed, and said (rate-limited upstream)."""
+        self._say("error", f"Kafka refused a message: {error}")
+        self._settle(count, error)
 
     def _settle(self, count: int, error: str | None = None) -> None:
         if error is None:
@@ -244,8 +325,25 @@ class KafkaSink:
         self._settled.set()
 
 
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait until they are done, asking again if one goes on.
+
+    On Python 3.11, asyncio.wait_for (which aiokafka uses) can swallow a
+    cancellation that comes just as what it waits for completes.
+    """
+    for task in tasks:
+        task.cancel()
+    while pending := [task for task in tasks if not task.done()]:
+        await asyncio.wait(pending, timeout=0.1)
+        for task in pending:
+            task.cancel()
+
+
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, MessageSizeTooLargeError):
+        text += " (keep --batch-bytes 16 KiB under the broker's message.max.bytes)"
+    return text
 
 
 @contextlib.asynccontextmanager
@@ -253,17 +351,26 @@ async def open_kafka_sink(
     cluster: Cluster,
     settings: ProducerSettings,
     topic: str,
-    batcher: Batcher,
+    batcher: MessageBatcher,
     *,
     max_pending: int = 200_000,
     when_full: str = "block",
+    wait_for_broker: bool = False,
+    say: Say | None = None,
+    close_timeout_s: float = CLOSE_TIMEOUT_S,
 ) -> AsyncIterator[KafkaSink]:
-    """A KafkaSink on a started producer (KafkaUnavailable when the cluster cannot be reached)."""
-    sink = KafkaSink(
-        await start_producer(cluster, settings, topic), topic, batcher, max_pending=max_pending, when_full=when_full
-    )
+    """A KafkaSink on a started producer.
+
+    KafkaUnavailable when the cluster cannot be reached, unless
+    `wait_for_broker`: then the sink starts at once and connects when it can.
+    """
+    options = dict(max_pending=max_pending, when_full=when_full, say=say)
+    if wait_for_broker:
+        sink = KafkaSink(None, topic, batcher, connect=partial(start_producer, cluster, settings, topic), **options)
+    else:
+        sink = KafkaSink(await start_producer(cluster, settings, topic), topic, batcher, **options)
     sink.start()  # the health check runs from the start, before any record
     try:
         yield sink
     finally:
-        await sink.close()
+        await sink.close(close_timeout_s)

@@ -31,6 +31,8 @@ COUNTERS = [
     ("ptc_records_failed", "Records the broker did not take.", "failed"),
     ("ptc_kafka_messages", "Kafka messages sent.", "messages"),
     ("ptc_kafka_message_errors", "Kafka messages not delivered.", "kafka_errors"),
+    ("ptc_worker_restarts", "Times the worker was restarted after it died.", "restarts"),
+    ("ptc_records_lost", "Records a worker held (not yet acknowledged) when it died.", "lost"),
 ]
 GAUGES = [
     ("ptc_records_pending", "Records between decoding and the broker's acknowledgement.", "pending"),

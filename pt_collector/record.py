@@ -60,3 +60,52 @@ def to_json_lines(records: list[Record]) -> bytes:
 
 def from_json_lines(data: bytes) -> list[Record]:
     return json_decoder.decode_lines(data)
+
+
+# ---------------------------------------------------------------- the path histogram record (docs/rules.md)
+
+HISTOGRAM_SCHEMA_VERSION = 1
+
+
+class PathNode(msgspec.Struct, frozen=True, gc=False):
+    """A path's source or sink node in a histogram record: its address (as `src.addr` in a probe record)."""
+
+    addr: str
+
+
+class DelayHistogram(msgspec.Struct, frozen=True, gc=False):
+    """Delays in ns: how many, their extremes and sum, and how many per bucket.
+
+    Bucket i holds the delays d with bounds[i-1] < d <= bounds[i]; the last one those above every bound.
+    """
+
+    count: int
+    min_ns: int | None
+    max_ns: int | None
+    sum_ns: int
+    buckets: tuple[int, ...]
+
+
+class PathHistogram(msgspec.Struct, frozen=True, gc=False, tag_field="kind", tag="histogram"):
+    """One path's probes over one interval, from a `histogram` rule, schema version 1 (`kind` is "histogram").
+
+    Field order is the schema's; new fields may only be appended, with defaults.
+    """
+
+    v: int
+    rule: str
+    start_ns: int
+    interval_ns: int
+    src: PathNode
+    sink: PathNode | None
+    hop_if_ids: tuple[int, ...]
+    count: int
+    loss: int
+    bounds_ns: tuple[int, ...]
+    e2e: DelayHistogram
+    hop_bounds_ns: tuple[int, ...]
+    hop_delays: tuple[DelayHistogram, ...]
+
+
+histogram_json_decoder = msgspec.json.Decoder(PathHistogram)
+histogram_msgpack_decoder = msgspec.msgpack.Decoder(list[PathHistogram])

@@ -13,12 +13,23 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from .decode import DecodeError, Decoder
-from .pcap import CaptureError, read_capture
+from .pcap import CaptureError, Frame, read_capture
+from .record import Record
 from .sinks import Sink
 
 BATCH = 1024
+
+
+class FrameSink(Sink, Protocol):
+    """A sink that may want each record's frame too (the `raw` function of flow rules): when `wants_frames`,
+    replay calls `write_frames(records, frames)`, frames[i] being (linktype, capture_ns, bytes) of records[i]."""
+
+    wants_frames: bool
+
+    async def write_frames(self, records: list[Record], frames: list[Frame]) -> None: ...
 
 
 @dataclass
@@ -65,18 +76,22 @@ async def replay(
     decoder: Decoder,
     sink: Sink,
     on_batch: Callable[[ReplayStats], None] | None = None,
+    stats: ReplayStats | None = None,
 ) -> ReplayStats:
     """Decode every frame of `files` into `sink`; `on_batch` sees the counters as they grow.
 
     Decoding is synchronous; the sink's write is awaited once per batch, which is
-    where backpressure (a full Kafka queue, say) slows the replay down.
+    where backpressure (a full Kafka queue, say) slows the replay down. `stats`
+    are filled as it goes, so they survive an interruption.
     """
-    stats = ReplayStats()
+    stats = stats if stats is not None else ReplayStats()
     started = time.perf_counter()
     files = list(files)
     stats.bytes_total = sum(_size(path) for path in files)
     decode = decoder.decode
-    batch = []
+    write_frames = sink.write_frames if getattr(sink, "wants_frames", False) else None  # type: ignore[attr-defined]
+    batch: list[Record] = []
+    frames: list[Frame] = []
     for path in files:
         stats.files += 1
         done = stats.bytes_read
@@ -93,10 +108,12 @@ async def replay(
                     stats.not_pt += 1
                     continue
                 batch.append(record)
+                if write_frames:
+                    frames.append((linktype, capture_ns, frame))
                 if len(batch) >= BATCH:
-                    await sink.write(batch)
                     stats.probes += len(batch)
-                    batch = []
+                    await (write_frames(batch, frames) if write_frames else sink.write(batch))
+                    batch, frames = [], []
                     if on_batch:
                         stats.bytes_read = done + capture.offset
                         on_batch(stats)
@@ -104,8 +121,8 @@ async def replay(
             stats.capture_errors.append(str(exc))
         stats.bytes_read = done + _size(path)
     if batch:
-        await sink.write(batch)
         stats.probes += len(batch)
+        await (write_frames(batch, frames) if write_frames else sink.write(batch))
     await sink.flush()
     stats.elapsed_s = time.perf_counter() - started
     return stats

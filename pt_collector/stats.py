@@ -30,6 +30,9 @@ class CollectStats:
     in_flight: int = 0  # Kafka messages sent and not yet settled (gauge)
     messages: int = 0  # Kafka messages sent
     kafka_errors: int = 0  # Kafka messages not delivered
+    restarts: int = 0  # times the worker was restarted after it died (--on-worker-exit restart)
+    lost: int = 0  # records a worker held (accepted, not yet acknowledged) when it died: lost with it
+    lost_sent: int = 0  # of those, records already handed to Kafka (the broker may have taken them)
     broker: int = BROKER_UNKNOWN  # the last health check (gauge; the sum is the worst worker's)
     ring_use: float = 0.0  # share of the ring's blocks waiting for user space (gauge; the sum is the highest)
     batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BOUNDS))
@@ -60,7 +63,20 @@ class CollectStats:
             f"{self.frames:,} frames: {self.decoded:,} probes, {self.not_pt:,} not PT, "
             f"{self.malformed_total:,} malformed | "
             f"{self.sent:,} sent, {self.acked:,} acked, {self.dropped:,} dropped, {self.failed:,} failed"
-        )
+        ) + (f" | {self.restarts:,} worker restarts, {self.lost:,} lost" if self.restarts or self.lost else "")
+
+    def copy(self) -> CollectStats:
+        return CollectStats.from_dict(self.to_dict())
+
+    def left_behind(self) -> CollectStats:
+        """What a worker that died leaves to its successor: its counters carry over, its gauges go, and the
+        records it held (`pending`: accepted, not yet acknowledged) count as lost."""
+        out = self.copy()
+        out.lost += self.pending
+        out.lost_sent += max(0, min(self.pending, self.sent - self.acked - self.failed - self.lost_sent))
+        out.pending = out.in_flight = 0
+        out.broker, out.ring_use = BROKER_UNKNOWN, 0.0
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

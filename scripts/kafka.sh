@@ -8,7 +8,9 @@
 # KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), KAFKA_DIR (<repo>/.kafka),
 # KAFKA_LIBS ($KAFKA_DIR/libs), KAFKA_HEAP (-Xmx512m -Xms256m),
 # KAFKA_START_TIMEOUT (60 s), KAFKA_CLEAN=1 (down also deletes the data),
-# KAFKA_PYTHON (python3; used for the readiness probe when it has aiokafka).
+# KAFKA_PYTHON (python3; used for the readiness probe when it has aiokafka),
+# KAFKA_EXTRA_CONFIG (a file of server properties appended to ours: later
+# keys win, so it can add listeners, SASL users, an authorizer...).
 # Everything else is keyed on KAFKA_PORT, so brokers on different ports can
 # run side by side.
 set -euo pipefail
@@ -107,6 +109,9 @@ log.segment.bytes=1048576
 num.network.threads=2
 num.io.threads=2
 EOF
+  if [[ -n ${KAFKA_EXTRA_CONFIG:-} ]]; then
+    cat "$KAFKA_EXTRA_CONFIG" >>"$CONF"
+  fi
   # Shared by all brokers; written whole then renamed so a parallel start
   # never reads half a file. Console output goes to the per-port log.
   cat >"$LOG4J.$$" <<'EOF'

@@ -60,18 +60,49 @@ def _run(action: str, env: dict[str, str], timeout: float) -> subprocess.Complet
 _shared: dict = {"users": 0}
 
 
-def _start(tmp_path_factory) -> tuple[str, dict[str, str]]:
-    port, controller_port = _free_ports(2)
-    env = dict(
+def _env(directory: Path, port: int, controller_port: int, **extra: str) -> dict[str, str]:
+    return dict(
         os.environ,
         KAFKA_PORT=str(port),
         KAFKA_CONTROLLER_PORT=str(controller_port),
-        KAFKA_DIR=str(tmp_path_factory.mktemp("kafka")),
+        KAFKA_DIR=str(directory),
         KAFKA_LIBS=str(LIBS),
         # lets the script's readiness probe use this interpreter's aiokafka
         KAFKA_PYTHON=sys.executable,
-        KAFKA_CLEAN="1",
+        **extra,
     )
+
+
+def _start(tmp_path_factory) -> tuple[str, dict[str, str]]:
+    port, controller_port = _free_ports(2)
+    env = _env(tmp_path_factory.mktemp("kafka"), port, controller_port, KAFKA_CLEAN="1")
+    _up(env)
+    return f"127.0.0.1:{port}", env
+
+
+class Broker:
+    """A broker of a test module's own, to stop and start again (its data stays in between).
+
+    `extra_config` is appended to the server properties (KAFKA_EXTRA_CONFIG);
+    `{port}`, `{controller_port}` and `{extra_port}` (a third free port, `extra_port` here) are filled in.
+    """
+
+    def __init__(self, directory: Path, extra_config: str = "") -> None:
+        port, controller_port, self.extra_port = _free_ports(3)
+        self.bootstrap = f"127.0.0.1:{port}"
+        config = directory / "extra.properties"
+        config.write_text(extra_config.format(port=port, controller_port=controller_port, extra_port=self.extra_port))
+        self.env = _env(directory, port, controller_port, KAFKA_EXTRA_CONFIG=str(config))
+
+    def up(self) -> None:
+        _up(self.env)
+
+    def down(self) -> None:
+        done = _run("down", self.env, DOWN_TIMEOUT_S)
+        assert done.returncode == 0, done.stderr
+
+
+def _up(env: dict[str, str]) -> None:
     try:
         up = _run("up", env, UP_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
@@ -84,7 +115,6 @@ def _start(tmp_path_factory) -> tuple[str, dict[str, str]]:
             f"kafka.sh up failed (exit {up.returncode}):\n{up.stdout}{up.stderr}",
             pytrace=False,
         )
-    return f"127.0.0.1:{port}", env
 
 
 @pytest.fixture(scope="session")

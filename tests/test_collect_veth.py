@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -46,9 +47,10 @@ def without_capture_time(records: list[Record]) -> list[Record]:
 class Collector:
     """A `ptc collect` process; its counters lines are read as they come."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, config: Path | None = None) -> None:
+        with_config = ["--config", str(config)] if config else []
         self.proc = subprocess.Popen(
-            [*PTC, "collect", "--stats-interval", "0.2", *args], stderr=subprocess.PIPE, text=True
+            [*PTC, *with_config, "collect", "--stats-interval", "0.2", *args], stderr=subprocess.PIPE, text=True
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

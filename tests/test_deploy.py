@@ -272,8 +272,8 @@ class CollectProcess:
         return code
 
 
-def probe_frames(count: int, seed: int) -> list[bytes]:
-    return [ethernet(packet) for _, packet in generate(count, seed=seed)]
+def probe_frames(count: int, seed: int, sources: int = 4) -> list[bytes]:
+    return [ethernet(packet) for _, packet in generate(count, sources=sources, seed=seed)]
 
 
 def as_expected(frames: list[bytes]) -> list[Record]:

@@ -38,14 +38,15 @@ def run(*args: str) -> object:
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def new_topic(bootstrap: str, partitions: int = 1) -> str:
+def new_topic(bootstrap: str, partitions: int = 1, configs: dict[str, str] | None = None) -> str:
     topic = f"ptc-test-{uuid.uuid4().hex[:10]}"
 
     async def create() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+            new = NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=configs or {})
+            await admin.create_topics([new])
         finally:
             await admin.close()
 

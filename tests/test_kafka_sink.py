@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
 from pt_collector import Decoder, Record, decode_message
 from pt_collector.batch import Batcher
 from pt_collector.generate import generate
+from pt_collector.kafka import KafkaUnavailable
 from pt_collector.kafka_sink import KafkaSink
 from pt_collector.wire import LINKTYPE_RAW
 
@@ -215,3 +217,86 @@ def test_bad_settings(max_pending, when_full):
 
     with pytest.raises(ValueError):
         asyncio.run(run())
+
+
+def test_a_sink_that_starts_before_the_broker(monkeypatch):
+    """Records wait (by the policy) while the sink keeps trying to connect; then they go."""
+    monkeypatch.setattr("pt_collector.kafka_sink.RETRY_MIN_S", 0.01)
+    records = records_of(12)
+    producer = FakeProducer(auto_ack=True)
+    attempts: list[int] = []
+    said: list[tuple[str, str]] = []
+
+    async def connect():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise KafkaUnavailable("cannot reach Kafka at nowhere:9092")
+        return producer
+
+    async def run():
+        sink = KafkaSink(
+            None, "probes", Batcher("json", 4, 10**9, 10.0), connect=connect, say=lambda *line: said.append(line)
+        )
+        await sink.write(records)
+        assert producer.messages == [] and sink.held == 12 and sink.broker_up is False
+        await asyncio.wait_for(sink.flush(), 5)
+        await sink.close()
+        return sink
+
+    sink = asyncio.run(run())
+    assert len(attempts) == 3 and producer.records() == records
+    assert sink.counters.acked == 12 and sink.counters.failed == 0
+    assert said[0][0] == "error" and "cannot reach Kafka at nowhere:9092" in said[0][1] and "retrying" in said[0][1]
+    assert said[-1][0] == "info" and said[-1][1].startswith("connected to Kafka after")
+
+
+def test_a_send_the_client_refuses_for_now_is_tried_again(monkeypatch):
+    """A send that times out (the client's buffer full while the broker is away) was never taken: retried."""
+    monkeypatch.setattr("pt_collector.kafka_sink.RETRY_MIN_S", 0.01)
+
+    class Busy(FakeProducer):
+        async def send(self, topic, value, key, headers):
+            if self.refusals:
+                self.refusals -= 1
+                raise KafkaTimeoutError()
+            return await super().send(topic, value, key, headers)
+
+    producer = Busy(auto_ack=True)
+    producer.refusals = 3
+    records = records_of(10)
+
+    async def run():
+        async with sink_of(producer, batch=5) as sink:
+            await sink.write(records)
+            await asyncio.wait_for(sink.flush(), 5)
+        return sink
+
+    sink = asyncio.run(run())
+    assert producer.records() == records  # in order, once
+    assert (sink.counters.acked, sink.counters.failed, sink.counters.retries) == (10, 0, 3)
+
+
+def test_close_gives_up_after_its_timeout_and_counts_the_rest_as_failed():
+    class Stuck(FakeProducer):
+        async def stop(self):
+            await asyncio.sleep(3600)  # the broker is away: it would deliver for ever
+
+    producer = Stuck()
+    records = records_of(10)
+
+    async def run():
+        sink = sink_of(producer, batch=5)
+        await sink.write(records)
+        await sink.write([])  # the sender takes the first message
+        await settle()
+        producer.ack(1)  # 5 acknowledged, 5 in the client
+        await settle()
+        await asyncio.wait_for(sink.close(0.1), 5)
+        producer.ack()  # too late: counted already
+        await settle()
+        return sink
+
+    sink = asyncio.run(run())
+    c = sink.counters
+    assert (c.acked, c.failed, sink.held) == (5, 5, 0)
+    assert c.last_error == "not acknowledged before shutdown"

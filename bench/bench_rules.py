@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""The flow rules' functions: cost per probe of pass, sample and histogram, in one run.
+
+    python bench/bench_rules.py [--count 200000] [--repeat 5] [--tts-shift 18]
+
+Typical encapsulated probes (5 MCDs, 3 segments, 16 sources) are generated
+once into bench/out/ and read into memory. Each figure is the best of
+--repeat, the setups interleaved so that drift on a shared machine hits
+them all:
+  decode only             Decoder.decode over the frames (what replay does without rules)
+  decode + <function>     decoding, then RuleEngine.route per batch of 1024, and a final flush
+  <function> alone        RuleEngine.route over records already decoded
+with one rule matching every probe: pass, sample (1 in 10), histogram
+(1000 ms windows, the default 12 bounds for end-to-end and per-hop
+delays). Reported: ns per probe, and the ratio to pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from pt_collector.decode import Decoder  # noqa: E402
+from pt_collector.encode import ethernet  # noqa: E402
+from pt_collector.functions import RuleEngine  # noqa: E402
+from pt_collector.generate import generate  # noqa: E402
+from pt_collector.pcap import PcapWriter, read_capture  # noqa: E402
+from pt_collector.rules import parse_rules  # noqa: E402
+
+BATCH = 1024  # as replay hands records to its sink
+RULES = {
+    "pass": {"function": "pass"},
+    "sample": {"function": "sample", "one_in": 10},
+    "histogram": {"function": "histogram", "interval_ms": 1000},
+}
+
+
+def capture(count: int) -> Path:
+    path = HERE / "out" / f"rules-{count}.pcap"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        with open(path, "wb") as f:
+            writer = PcapWriter(f, 1)
+            for capture_ns, packet in generate(count, hops=5, segments=3, encap=True, sources=16):
+                writer.write(capture_ns, ethernet(packet))
+    return path
+
+
+def engine(function: str | None) -> RuleEngine | None:
+    return None if function is None else RuleEngine(parse_rules([RULES[function]]), "pt-probes")
+
+
+def decode_and_route(frames: list, tts_shift: int | None, function: str | None) -> float:
+    """Seconds to decode every frame and route the records (no routing: `function` None)."""
+    decode, rules = Decoder(tts_shift).decode, engine(function)
+    started = time.perf_counter()
+    for i in range(0, len(frames), BATCH):
+        records = [decode(frame, capture_ns, linktype) for linktype, capture_ns, frame in frames[i : i + BATCH]]
+        if rules is not None:
+            rules.route(records)
+    if rules is not None:
+        rules.flush()
+    return time.perf_counter() - started
+
+
+def route_only(records: list, function: str) -> float:
+    rules = engine(function)
+    assert rules is not None
+    started = time.perf_counter()
+    for i in range(0, len(records), BATCH):
+        rules.route(records[i : i + BATCH])
+    rules.flush()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tts-shift", type=int, default=18, help="18: every midpoint's time, per-hop delays")
+    args = parser.parse_args()
+
+    frames = list(read_capture(capture(args.count)))
+    records = [Decoder(args.tts_shift).decode(f, t, link) for link, t, f in frames]
+    checked = engine("histogram")
+    assert checked is not None
+    emitted = checked.route(records)
+    emitted.histograms["pt-probes"] += checked.flush().histograms["pt-probes"]
+    if sum(h.count for h in emitted.histograms["pt-probes"]) != len(records):
+        sys.exit("the histograms do not count every probe: no figures")
+
+    setups: dict[str, Callable[[], float]] = {"decode only": lambda: decode_and_route(frames, args.tts_shift, None)}
+    for function in RULES:
+        setups[f"decode + {function}"] = lambda f=function: decode_and_route(frames, args.tts_shift, f)
+    for function in RULES:
+        setups[f"{function} alone"] = lambda f=function: route_only(records, f)
+    best: dict[str, float] = {}
+    for _ in range(args.repeat):
+        for name, timed in setups.items():
+            best[name] = min(best.get(name, float("inf")), timed())
+
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
+    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
+    print(f"# {args.count:,} encapsulated probes (5 MCDs, 3 segments, 16 sources), tts-shift {args.tts_shift}")
+    print(f"# best of {args.repeat}, interleaved; one rule matching every probe")
+    print(f"{'':<22} {'ns/probe':>10} {'probes/s':>12} {'vs pass':>8}")
+    for name, seconds in best.items():
+        ns = seconds / args.count * 1e9
+        kind = "decode + pass" if name.startswith("decode") else "pass alone"
+        ratio = f"{seconds / best[kind]:.2f}x" if name != "decode only" else ""
+        print(f"{name:<22} {ns:>10,.0f} {args.count / seconds:>12,.0f} {ratio:>8}")
+    extra = (best["decode + histogram"] - best["decode + pass"]) / args.count * 1e9
+    print(f"# histogram costs {extra:,.0f} ns/probe more than pass, decoding included")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
