@@ -32,7 +32,8 @@ deps:  ## what the tests need from Debian: kcat, Java and Maven (the Kafka broke
 demo: setup  ## decode the bundled capture of encapsulated probes to stdout
 	$(BIN)/ptc replay pcaps/encap.pcap --tts-shift 18 --output -
 
-test: deps setup lint  ## every test, the real Kafka broker ones included
+test: deps setup lint  ## every test, the real Kafka broker ones included (and ptc paths --plot: the plot extra)
+	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[plot]'
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -39,13 +39,14 @@ from pt_collector.replay import replay  # noqa: E402
 from pt_collector.sinks import JsonLinesSink  # noqa: E402
 
 
-def capture(count: int) -> Path:
-    path = HERE / "out" / f"decode-{count}.pcap"
+def capture(count: int, sources: int = 4, name: str = "decode") -> Path:
+    """A capture of `count` encapsulated probes (5 hops, 3 segments), made once and kept in bench/out/."""
+    path = HERE / "out" / f"{name}-{count}.pcap"
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
         with open(path, "wb") as f:
             writer = PcapWriter(f, 1)
-            for capture_ns, packet in generate(count, hops=5, segments=3, encap=True, sources=4):
+            for capture_ns, packet in generate(count, hops=5, segments=3, encap=True, sources=sources):
                 writer.write(capture_ns, ethernet(packet))
     return path
 

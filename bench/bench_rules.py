@@ -28,11 +28,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from bench_decode import capture as decode_capture  # noqa: E402
+
 from pt_collector.decode import Decoder  # noqa: E402
-from pt_collector.encode import ethernet  # noqa: E402
 from pt_collector.functions import RuleEngine  # noqa: E402
-from pt_collector.generate import generate  # noqa: E402
-from pt_collector.pcap import PcapWriter, read_capture  # noqa: E402
+from pt_collector.pcap import read_capture  # noqa: E402
 from pt_collector.rules import parse_rules  # noqa: E402
 
 BATCH = 1024  # as replay hands records to its sink
@@ -44,14 +44,7 @@ RULES = {
 
 
 def capture(count: int) -> Path:
-    path = HERE / "out" / f"rules-{count}.pcap"
-    if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        with open(path, "wb") as f:
-            writer = PcapWriter(f, 1)
-            for capture_ns, packet in generate(count, hops=5, segments=3, encap=True, sources=16):
-                writer.write(capture_ns, ethernet(packet))
-    return path
+    return decode_capture(count, sources=16, name="rules")
 
 
 def engine(function: str | None) -> RuleEngine | None:

@@ -116,9 +116,11 @@ def topic_has_records(bootstrap: str, topic: str) -> bool:
     return done.returncode == 0
 
 
-def test_replay_through_a_broker_restart_delivers_every_record_once(restarts, tmp_path):
-    broker = restarts
-    frames = [ethernet(packet) for _, packet in generate(60_000, sources=8, seed=5)]
+def replay_until_the_broker_goes(
+    broker: Broker, tmp_path: Path, seed: int
+) -> tuple[subprocess.Popen, list[bytes], str]:
+    """A replay of 60,000 probes under way into a new topic, and then the broker stopped under it."""
+    frames = [ethernet(packet) for _, packet in generate(60_000, sources=8, seed=seed)]
     capture = write_pcap(tmp_path / "probes.pcap", frames)
     topic = new_topic(broker.bootstrap)
     replay = subprocess.Popen(
@@ -126,13 +128,19 @@ def test_replay_through_a_broker_restart_delivers_every_record_once(restarts, tm
          "--batch-size", "500"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not topic_has_records(broker.bootstrap, topic):  # under way...
+        assert replay.poll() is None and time.monotonic() < deadline
+    replay.send_signal(signal.SIGSTOP)  # ...and held there while the broker goes
+    broker.down()
+    replay.send_signal(signal.SIGCONT)
+    return replay, frames, topic
+
+
+def test_replay_through_a_broker_restart_delivers_every_record_once(restarts, tmp_path):
+    broker = restarts
+    replay, frames, topic = replay_until_the_broker_goes(broker, tmp_path, seed=5)
     try:
-        deadline = time.monotonic() + 60
-        while not topic_has_records(broker.bootstrap, topic):  # under way...
-            assert replay.poll() is None and time.monotonic() < deadline
-        replay.send_signal(signal.SIGSTOP)  # ...and held there while the broker goes
-        broker.down()
-        replay.send_signal(signal.SIGCONT)
         time.sleep(10)
         assert replay.poll() is None  # waiting for the broker, nothing lost (--when-full block)
         broker.up()
@@ -334,20 +342,8 @@ def test_an_authorization_failure(broker, veth, pcaps):
 
 def test_replay_interrupted_while_the_broker_is_away_says_what_it_lost(restarts, tmp_path):
     """Ctrl-C on a replay blocked on a broker that is gone: bounded, and the summary adds up."""
-    broker = restarts
-    frames = [ethernet(packet) for _, packet in generate(60_000, sources=8, seed=6)]
-    capture = write_pcap(tmp_path / "probes.pcap", frames)
-    topic = new_topic(broker.bootstrap)
-    replay = subprocess.Popen(
-        [*PTC, "replay", str(capture), "--topic", topic, "--brokers", broker.bootstrap, "--max-pending", "2000"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    replay, _, _ = replay_until_the_broker_goes(restarts, tmp_path, seed=6)
     try:
-        while not topic_has_records(broker.bootstrap, topic):
-            assert replay.poll() is None
-        replay.send_signal(signal.SIGSTOP)
-        broker.down()
-        replay.send_signal(signal.SIGCONT)
         time.sleep(2)
         replay.send_signal(signal.SIGINT)
         started = time.monotonic()
