@@ -51,14 +51,13 @@ import aiokafka  # noqa: E402
 import uvloop  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from bench_decode import capture as decode_capture  # noqa: E402
 
 from pt_collector.batch import Batcher  # noqa: E402
 from pt_collector.decode import Decoder  # noqa: E402
-from pt_collector.encode import ethernet  # noqa: E402
-from pt_collector.generate import generate  # noqa: E402
 from pt_collector.kafka import CODECS, Cluster, ProducerSettings  # noqa: E402
 from pt_collector.kafka_sink import open_kafka_sink  # noqa: E402
-from pt_collector.pcap import PcapWriter, read_capture  # noqa: E402
+from pt_collector.pcap import read_capture  # noqa: E402
 from pt_collector.record import Record, json_encoder  # noqa: E402
 
 SOURCES = 16
@@ -79,14 +78,7 @@ class Figure:
 
 
 def capture(count: int) -> Path:
-    path = HERE / "out" / f"kafka-{count}.pcap"
-    if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        with open(path, "wb") as f:
-            writer = PcapWriter(f, 1)
-            for capture_ns, packet in generate(count, hops=5, segments=3, encap=True, sources=SOURCES):
-                writer.write(capture_ns, ethernet(packet))
-    return path
+    return decode_capture(count, sources=SOURCES, name="kafka")
 
 
 @contextmanager

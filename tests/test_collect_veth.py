@@ -44,14 +44,11 @@ def without_capture_time(records: list[Record]) -> list[Record]:
     return [msgspec.structs.replace(r, capture_ns=0) for r in records]
 
 
-class Collector:
-    """A `ptc collect` process; its counters lines are read as they come."""
+class CollectProcess:
+    """`ptc collect` (or any command) as a subprocess; its stderr lines are gathered as they come."""
 
-    def __init__(self, *args: str, config: Path | None = None) -> None:
-        with_config = ["--config", str(config)] if config else []
-        self.proc = subprocess.Popen(
-            [*PTC, *with_config, "collect", "--stats-interval", "0.2", *args], stderr=subprocess.PIPE, text=True
-        )
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, stdout=None) -> None:
+        self.proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -62,6 +59,7 @@ class Collector:
             self.lines.append(line.rstrip("\n"))
 
     def wait_for(self, predicate, timeout: float = 20.0) -> str:
+        """The latest line that satisfies `predicate`, waiting for one up to `timeout` s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in reversed(self.lines):
@@ -70,16 +68,34 @@ class Collector:
             if self.proc.poll() is not None and not self._reader.is_alive():
                 break
             time.sleep(0.05)
-        raise AssertionError(f"no such line from ptc collect; it said: {self.lines[-5:]}")
+        raise AssertionError(f"no such line from ptc collect (exit {self.proc.poll()}); it said: {self.lines[-5:]}")
+
+    def wait_capturing(self, iface: str, timeout: float = 30.0) -> None:
+        """Until its first counters (or other) line about `iface`: the capture socket is open by then."""
+        self.wait_for(lambda line: line.startswith(f"ptc collect {iface}:"), timeout)
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        """Send `sig` (SIGTERM: as `docker stop` or systemd does); the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self._reader.join(timeout=5)
+        return code
+
+
+class Collector(CollectProcess):
+    """`ptc collect ARGS` with a counters line every 0.2 s."""
+
+    def __init__(self, *args: str, config: Path | None = None) -> None:
+        with_config = ["--config", str(config)] if config else []
+        super().__init__([*PTC, *with_config, "collect", "--stats-interval", "0.2", *args])
 
     def frames_seen(self, count: int) -> None:
         self.wait_for(lambda line: f"| {count:,} frames:" in line)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        code = self.proc.wait(timeout=30)
-        self._reader.join(timeout=5)
-        return code
 
 
 def expected_records(probes: list[bytes]) -> list[Record]:

@@ -36,7 +36,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from test_collect_veth import CollectProcess
 
 import pt_collector
 from pt_collector import Decoder
@@ -234,44 +234,6 @@ def test_every_ptc_variable_named_in_the_deployment_files_is_an_option_of_ptc_co
 # ---------------------------------------------------------------- running ptc collect as deployed
 
 
-class CollectProcess:
-    """`ptc collect` as a subprocess; its stderr lines are gathered as they come."""
-
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None, stdout=subprocess.DEVNULL) -> None:
-        self.proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_capturing(self, iface: str, timeout: float = 30.0) -> None:
-        """Until its first counters (or other) line about `iface`: the capture socket is open by then."""
-        prefix = f"ptc collect {iface}:"
-        deadline = time.monotonic() + timeout
-        while not any(line.startswith(prefix) for line in self.lines):
-            if self.proc.poll() is not None:
-                self._reader.join(timeout=5)
-                raise AssertionError(f"ptc collect exited {self.proc.returncode}: {self.lines[-5:]}")
-            assert time.monotonic() < deadline, f"ptc collect said nothing about {iface}: {self.lines[-5:]}"
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """As `docker stop` or systemd does: SIGTERM, then the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout=60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-        self._reader.join(timeout=5)
-        return code
-
-
 def probe_frames(count: int, seed: int, sources: int = 4) -> list[bytes]:
     return [ethernet(packet) for _, packet in generate(count, sources=sources, seed=seed)]
 
@@ -407,7 +369,7 @@ def test_the_image_entrypoint_captures_into_kafka_configured_by_the_environment_
         veth.send(frames)
         consumed = read_topic(kafka_broker, topic, want=len(frames))
     finally:
-        code = collector.stop()
+        code = collector.stop(signal.SIGTERM)
     assert code == 0, collector.lines[-5:]
     assert comparable(consumed) == comparable(as_expected(frames))  # every probe, exactly once
     assert not any("Traceback" in line for line in collector.lines)
@@ -504,7 +466,7 @@ def test_the_units_privileges_are_enough_to_capture(veth, image_root):
             while time.monotonic() < deadline and out.read_bytes().count(b"\n") < len(frames):
                 time.sleep(0.1)
         finally:
-            code = collector.stop()
+            code = collector.stop(signal.SIGTERM)
     assert code == 0, collector.lines[-5:]
     assert comparable(from_json_lines(out.read_bytes())) == comparable(as_expected(frames))
 

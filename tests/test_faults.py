@@ -78,12 +78,6 @@ class JsonCollector(Collector):
     def said(self, text: str, timeout: float = 30.0) -> str:
         return self.wait_for(lambda line: text in line, timeout)
 
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=60)
-        self._reader.join(timeout=5)
-        return code
-
     def final(self) -> dict:
         return self.events("stopped")[-1]
 

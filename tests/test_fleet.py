@@ -12,6 +12,7 @@ its key, the source address), and both consumers must have had work.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import uuid
 from collections import defaultdict
@@ -22,7 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 from netns import veth_pair
-from test_deploy import CollectProcess
+from test_collect_veth import CollectProcess
 
 from pt_collector import Decoder, decode_message
 from pt_collector.encode import ethernet
@@ -150,7 +151,7 @@ def test_two_collectors_one_topic_one_consumer_group_every_record_exactly_once(v
                     await asyncio.gather(*(asyncio.to_thread(pair.send, frames) for pair, frames in routers))
                     await group.read(total)
                 finally:
-                    codes = [proc.stop() for proc in collectors]
+                    codes = [proc.stop(signal.SIGTERM) for proc in collectors]
                 assert codes == [0, 0], [proc.lines[-3:] for proc in collectors]
         finally:
             await group.stop()

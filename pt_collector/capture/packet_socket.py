@@ -16,6 +16,7 @@ import struct
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 from .bpf import DEFAULT_PROGRAM, FilterError, Program, attach_filter
 
@@ -191,7 +192,29 @@ def clear_socket_error(sock: socket.socket, iface: str, ifindex: int) -> None:
         check_interface(iface, ifindex)
 
 
-class SocketReceiver:
+class BoundReceiver:
+    """What both receivers share: a packet socket bound to `iface` (index `ifindex`), closed on exit."""
+
+    iface: str
+    ifindex: int
+
+    def check_interface(self) -> None:
+        """Raise CaptureSetupError if the interface was deleted: nothing would ever arrive again."""
+        check_interface(self.iface, self.ifindex)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class SocketReceiver(BoundReceiver):
     """The plain receiver: recv() frame by frame from the socket's queue (`--capture socket`).
 
     One system call per frame, which the ring receiver avoids. The capture time
@@ -234,18 +257,6 @@ class SocketReceiver:
             check_interface(self.iface, self.ifindex)  # the link went down: delivery resumes when it is back up
         return count
 
-    def check_interface(self) -> None:
-        """Raise CaptureSetupError if the interface was deleted: nothing would ever arrive again."""
-        check_interface(self.iface, self.ifindex)
-
     def close(self) -> None:
         self._view.release()
         self.sock.close()
-
-    def __enter__(self) -> SocketReceiver:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()

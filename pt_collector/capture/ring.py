@@ -16,14 +16,13 @@ from __future__ import annotations
 import mmap
 import socket
 import struct
-from types import TracebackType
 
 from .bpf import DEFAULT_PROGRAM, Program
 from .packet_socket import (
     SOL_PACKET,
+    BoundReceiver,
     CaptureSetupError,
     Frames,
-    check_interface,
     clear_socket_error,
     open_packet_socket,
 )
@@ -52,7 +51,7 @@ DEFAULT_BLOCK_COUNT = 64
 DEFAULT_BLOCK_TIMEOUT_MS = 10
 
 
-class RingReceiver:
+class RingReceiver(BoundReceiver):
     """Frames from a TPACKET_V3 ring: `fileno()` polls readable when a block is ready, `drain()` reads.
 
     The ring is `block_count` x `block_size` bytes of kernel memory, set up
@@ -163,19 +162,7 @@ class RingReceiver:
         )
         return held / self._block_count
 
-    def check_interface(self) -> None:
-        """Raise CaptureSetupError if the interface was deleted: nothing would ever arrive again."""
-        check_interface(self.iface, self.ifindex)
-
     def close(self) -> None:
         if self._ring is not None:
             self._ring.close()
         self.sock.close()
-
-    def __enter__(self) -> RingReceiver:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
