@@ -204,10 +204,10 @@ def _run(
             board.post(0, CollectStats.from_dict(stats.to_dict()))  # a copy: the worker goes on counting
             display.refresh()
 
-        status, stats = _one_worker(settings, tts_shift, opener, report, display.error, user)
+        status, stats = _one_worker(settings, tts_shift, opener, report, display.say, user)
         board.post(0, stats)
         return status
-    child = partial(_child, settings, tts_shift, opener, display.error, user)
+    child = partial(_child, settings, tts_shift, opener, display.say, user)
     return run_workers(workers, child, board.post, display.refresh, display.error, on_exit=on_worker_exit)
 
 
@@ -215,7 +215,7 @@ def _child(
     settings: CaptureSettings,
     tts_shift: int | None,
     opener: SinkOpener,
-    say: Callable[[str], None],
+    say: Say,
     user: str | None,
     index: int,
     report: Callable[[CollectStats], None],
@@ -230,22 +230,25 @@ def _one_worker(
     tts_shift: int | None,
     opener: SinkOpener,
     report: Callable[[CollectStats], None],
-    say: Callable[[str], None],
+    say: Say,
     user: str | None,
 ) -> tuple[int, CollectStats]:
-    """Capture until stopped: (exit status, counters); errors are one line through `say`."""
+    """Capture until stopped: (exit status, counters); errors, and the shutdown flush, are a line through `say`."""
     from .capture import CaptureSetupError
 
     try:
         worker = run_async(_capture(settings, decoder_for(tts_shift), opener, report, user))
     except (CaptureSetupError, KafkaUnavailable, PrivilegeError) as exc:
-        say(str(exc))
+        say("error", str(exc))
         return EXIT_FAILED, CollectStats()
     if worker.error is not None:
-        say(str(worker.error))
+        say("error", str(worker.error))
     if worker.unflushed:
         timeout = f"--shutdown-timeout {settings.shutdown_timeout_s:g} s"
-        say(f"{worker.unflushed:,} records not acknowledged within {timeout}: counted as failed")
+        say("error", f"{worker.unflushed:,} records not acknowledged within {timeout}: counted as failed")
+    if worker.held_at_stop:
+        flushed = worker.held_at_stop - worker.unflushed
+        say("info", f"shutdown: {flushed:,} of the {worker.held_at_stop:,} records held at the stop flushed")
     return (EXIT_FAILED if worker.error else 0), worker.stats
 
 

@@ -90,11 +90,11 @@ class Display:
         self.log("error", message + suffix, event="error")
 
     def say(self, level: str, message: str) -> None:
-        """A line from inside the pipeline (the Kafka sink's connection news): errors rate-limited."""
+        """A line from inside the pipeline (Kafka connection news, the shutdown flush): errors rate-limited."""
         if level == "error":
             self.error(message)
         else:
-            self.log(level, message, event="kafka")
+            self.log(level, message, event="pipeline")
 
     def table(self) -> Group:
         """Fastcapa-ng style: one row per stage, then one per worker, then the Kafka side."""

@@ -237,6 +237,9 @@ def test_sigterm_with_the_broker_unresolvable_is_bounded_and_counts_the_loss(vet
     assert time.monotonic() - stopped < 10  # --shutdown-timeout 2, then closing: bounded
     total = collector.final()
     assert total["failed"] == 200 and total["acked"] == 0
+    assert [e["msg"] for e in collector.events("pipeline")] == [
+        "shutdown: 0 of the 200 records held at the stop flushed"
+    ]
     assert any(
         "200 records not acknowledged within --shutdown-timeout 2 s" in e["msg"] for e in collector.events("error")
     )
@@ -254,6 +257,11 @@ def test_sigterm_under_load_flushes_every_batch(veth, kafka_broker):
     sender.join()
     total = collector.final()
     assert total["decoded"] > 2000 and settled(total)
+    for line in [e["msg"] for e in collector.events("pipeline")]:  # when some were held at the stop: all flushed
+        flushed, held = (
+            int(n.replace(",", "")) for n in re.fullmatch(r"shutdown: ([\d,]+) of the ([\d,]+) .*", line).groups()
+        )
+        assert flushed == held
     assert total["acked"] == total["decoded"] and total["failed"] == total["dropped"] == 0
     records = read_topic(kafka_broker, topic, total["acked"])
     assert len(records) == len(unique(records)) == total["acked"]
