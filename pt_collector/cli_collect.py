@@ -97,7 +97,8 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
 @click.option("--metrics-address", default="0.0.0.0", show_default=True, metavar="ADDR")
 @click.option(
     "--shutdown-timeout", type=click.FloatRange(min=0), default=20.0, show_default=True, metavar="SECONDS",
-    help="On SIGINT/SIGTERM, how long to wait for the broker to acknowledge what is held; the rest is counted lost.",
+    help="On SIGINT/SIGTERM, how long to wait for the broker to acknowledge what is held; "
+    "the rest is counted as failed.",
 )  # fmt: skip
 @click.option(
     "--user", metavar="NAME", help="Drop root for this user once the capture socket is open (needs root to start).",
