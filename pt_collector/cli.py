@@ -39,12 +39,12 @@ from .kafka_options import (
     producer_settings_from,
     topic_option,
 )
-from .kafka_sink import DeliveryCounters, KafkaSink, open_kafka_sink
+from .kafka_sink import DeliveryCounters, KafkaSink
 from .pcap import PcapWriter
 from .record import Record, to_json_lines
 from .replay import ReplayStats
 from .replay import replay as run_replay
-from .routing import RoutedSink, file_routes, open_kafka_routes
+from .routing import RoutedSink, file_routes, open_kafka_output
 from .rules import Ruleset
 from .sinks import JsonLinesSink
 from .tts import MAX_SHIFT
@@ -152,17 +152,14 @@ def _replay_to_kafka(
 ) -> None:
     """Replay into Kafka (through the rules, if any); exit status 1 unless everything sent was acknowledged."""
     with kafka_usage():
-        cluster, settings, batcher = cluster_from(params), producer_settings_from(params), batcher_from(params)
+        cluster, settings = cluster_from(params), producer_settings_from(params)
         settings.check()
         cluster.client_options()  # TLS files are read here: a bad one is a usage error, before any work
     kafka_client_log(params["verbose"])
-    pending = {"max_pending": params["max_pending"], "when_full": params["when_full"]}
-    opened: AbstractAsyncContextManager[KafkaSink | RoutedSink]
-    if rules:
-        engine = RuleEngine(rules, params["topic"])
-        opened = open_kafka_routes(engine, cluster, settings, lambda: batcher_from(params), **pending)
-    else:
-        opened = open_kafka_sink(cluster, settings, params["topic"], batcher, **pending)
+    opened = open_kafka_output(
+        rules, params["topic"], cluster, settings, lambda: batcher_from(params),
+        max_pending=params["max_pending"], when_full=params["when_full"],
+    )  # fmt: skip
     stats, opened_sinks = ReplayStats(), []
     with _progress(show_progress) as on_batch:
         try:

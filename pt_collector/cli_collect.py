@@ -30,10 +30,10 @@ from .kafka_options import (
     producer_settings_from,
     topic_option,
 )
-from .kafka_sink import KafkaSink, Say, open_kafka_sink
+from .kafka_sink import KafkaSink, Say
 from .metrics import MetricsServer
 from .privileges import PrivilegeError, drop_privileges, lookup
-from .routing import RoutedSink, file_routes, open_kafka_routes
+from .routing import RoutedSink, file_routes, open_kafka_output
 from .rules import Ruleset
 from .sinks import JsonLinesSink, Sink
 from .stats import CollectStats
@@ -299,12 +299,11 @@ def _sink_opener(output: str | None, kafka: dict[str, Any], append: bool, say: S
         settings.check()
         cluster.client_options()
     kafka_client_log(kafka["verbose"])
-    pending = dict(max_pending=kafka["max_pending"], when_full=kafka["when_full"], wait_for_broker=True, say=say)
 
     def kafka_sink() -> contextlib.AbstractAsyncContextManager[Sink]:
-        if rules:
-            engine = RuleEngine(rules, kafka["topic"])
-            return open_kafka_routes(engine, cluster, settings, lambda: batcher_from(kafka), tick_s=TICK_S, **pending)
-        return open_kafka_sink(cluster, settings, kafka["topic"], batcher_from(kafka), **pending)  # type: ignore[return-value]
+        return open_kafka_output(  # type: ignore[return-value]
+            rules, kafka["topic"], cluster, settings, lambda: batcher_from(kafka), tick_s=TICK_S,
+            max_pending=kafka["max_pending"], when_full=kafka["when_full"], wait_for_broker=True, say=say,
+        )  # fmt: skip
 
     return kafka_sink

@@ -174,14 +174,11 @@ class RuleEngine:
             aggregator = self.aggregators[rule.index] = PathHistograms(
                 rule.key, function.interval_ms, function.bounds_ns, function.hop_bounds_ns, function.grace_ms
             )
-            add = aggregator.add
+            add, emit, index = aggregator.add, self._emit_histograms, rule.index
 
             def act(record: Record, frame: Frame | None, out: Emitted) -> None:
                 counters.probes += 1
-                closed = add(record)
-                if closed:
-                    counters.histograms += len(closed)
-                    out.histograms[topic].extend(closed)
+                emit(index, add(record), out)
 
         elif isinstance(function, Raw):
 

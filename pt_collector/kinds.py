@@ -12,12 +12,20 @@ Ethernet). docs/rules.md is the contract.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-
-import msgspec
+from collections.abc import Iterable, Sequence
 
 from .batch import Batcher
-from .message import COUNT_HEADER, FORMAT_HEADER, SCHEMA_HEADER, Headers, Message, MessageError, decode_message
+from .message import (
+    SCHEMA_HEADER,
+    Decoders,
+    Headers,
+    Message,
+    MessageError,
+    decode_batch,
+    decode_message,
+    header_dict,
+    header_text,
+)
 from .pcap import Frame
 from .record import HISTOGRAM_SCHEMA_VERSION, PathHistogram, Record, histogram_json_decoder, histogram_msgpack_decoder
 
@@ -27,6 +35,10 @@ HISTOGRAM_KIND = "histogram"
 RAW_KIND = "raw"
 _HISTOGRAM_HEADER = (KIND_HEADER, HISTOGRAM_KIND.encode())
 _HISTOGRAM_SCHEMA = str(HISTOGRAM_SCHEMA_VERSION).encode()
+_HISTOGRAM_DECODERS: Decoders = {
+    "json": histogram_json_decoder.decode_lines,
+    "msgpack": histogram_msgpack_decoder.decode,
+}
 
 
 class HistogramBatcher:
@@ -92,27 +104,12 @@ def raw_key(capture_ns: int) -> bytes:
 
 def decode_any_message(value: bytes | None, headers: Headers | None) -> Sequence[Record | PathHistogram]:
     """The records of a probe batch or of a histogram batch; MessageError for anything else (raw frames too)."""
-    fields = dict(headers.items() if isinstance(headers, Mapping) else headers or ())
+    fields = header_dict(headers)
     kind = fields.get(KIND_HEADER)
     if kind is None:
-        return decode_message(value, headers)
-    if _text(kind) != HISTOGRAM_KIND:
-        raise MessageError(f"a ptc-kind {_text(kind)} message, not records")
+        return decode_message(value, fields)
+    if header_text(kind) != HISTOGRAM_KIND:
+        raise MessageError(f"a ptc-kind {header_text(kind)} message, not records")
     if fields.get(SCHEMA_HEADER) != _HISTOGRAM_SCHEMA:
         raise MessageError(f"not a ptc histogram schema {HISTOGRAM_SCHEMA_VERSION} message")
-    fmt = _text(fields.get(FORMAT_HEADER))
-    decode = {"json": histogram_json_decoder.decode_lines, "msgpack": histogram_msgpack_decoder.decode}.get(fmt)
-    if decode is None:
-        raise MessageError(f"unknown ptc-format {fmt!r}")
-    try:
-        histograms = decode(value or b"")
-    except msgspec.DecodeError as exc:
-        raise MessageError(f"bad {fmt} histogram value: {exc}") from None
-    count = fields.get(COUNT_HEADER)
-    if count is not None and _text(count) != str(len(histograms)):
-        raise MessageError(f"ptc-count says {_text(count)} records, the value holds {len(histograms)}")
-    return histograms
-
-
-def _text(value: bytes | None) -> str:
-    return "" if value is None else bytes(value).decode("utf-8", "replace")
+    return decode_batch(value, fields, _HISTOGRAM_DECODERS, "histogram ")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -26,6 +27,9 @@ SPLIT_MARGIN = 1.05  # records differ in size: cut a little finer than the avera
 _SCHEMA_VALUE = str(SCHEMA_VERSION).encode()
 
 Headers = Iterable[tuple[str, bytes | None]] | Mapping[str, bytes | None]
+Decoders = Mapping[str, Callable[[bytes], list[Any]]]  # by ptc-format
+
+_RECORD_DECODERS: Decoders = {"json": json_decoder.decode_lines, "msgpack": msgpack_decoder.decode}
 
 
 class MessageError(ValueError):
@@ -79,36 +83,36 @@ def build_messages(records: Sequence[Record], fmt: str, max_bytes: int) -> list[
 
 def decode_message(value: bytes | None, headers: Headers | None) -> list[Record]:
     """The records of one ptc Kafka message, whatever its format; MessageError if it is none."""
-    fields = _header_dict(headers)
+    fields = header_dict(headers)
     schema = fields.get(SCHEMA_HEADER)
     if schema != _SCHEMA_VALUE:
-        found = "no ptc-schema header" if schema is None else f"schema {_text(schema)}"
+        found = "no ptc-schema header" if schema is None else f"schema {header_text(schema)}"
         raise MessageError(f"not a ptc schema {SCHEMA_VERSION} message ({found})")
-    fmt = _text(fields.get(FORMAT_HEADER))
-    if fmt not in FORMATS:
+    return decode_batch(value, fields, _RECORD_DECODERS)
+
+
+def decode_batch(value: bytes | None, fields: Mapping[str, bytes | None], decoders: Decoders, what: str = "") -> list:
+    """The items of a batch message whose schema was checked: decoded by its ptc-format, counted as ptc-count says."""
+    fmt = header_text(fields.get(FORMAT_HEADER))
+    decode = decoders.get(fmt)
+    if decode is None:
         raise MessageError(f"unknown ptc-format {fmt!r}")
-    records = _decode_value(value or b"", fmt)
-    count = fields.get(COUNT_HEADER)
-    if count is not None and _text(count) != str(len(records)):
-        raise MessageError(f"ptc-count says {_text(count)} records, the value holds {len(records)}")
-    return records
-
-
-def _decode_value(value: bytes, fmt: str) -> list[Record]:
     try:
-        if fmt == "json":
-            return json_decoder.decode_lines(value)
-        return msgpack_decoder.decode(value)
+        items = decode(value or b"")
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-        raise MessageError(f"bad {fmt} value: {exc}") from None
+        raise MessageError(f"bad {fmt} {what}value: {exc}") from None
+    count = fields.get(COUNT_HEADER)
+    if count is not None and header_text(count) != str(len(items)):
+        raise MessageError(f"ptc-count says {header_text(count)} records, the value holds {len(items)}")
+    return items
 
 
-def _header_dict(headers: Headers | None) -> dict[str, bytes | None]:
+def header_dict(headers: Headers | None) -> dict[str, bytes | None]:
     if headers is None:
         return {}
     items = headers.items() if isinstance(headers, Mapping) else headers
     return {key: bytes(value) if value is not None else None for key, value in items}
 
 
-def _text(value: bytes | None) -> str:
+def header_text(value: bytes | None) -> str:
     return "" if value is None else value.decode("utf-8", "replace")

@@ -24,10 +24,11 @@ from .batch import Batcher
 from .functions import FRAMES, HISTOGRAMS, Emitted, RuleEngine
 from .histogram import Histogram
 from .kafka import Cluster, ProducerSettings, start_producer
-from .kafka_sink import DeliveryCounters, KafkaSink, Say
+from .kafka_sink import DeliveryCounters, KafkaSink, Say, open_kafka_sink
 from .kinds import HistogramBatcher, RawBatcher
 from .pcap import Frame
 from .record import Record
+from .rules import Ruleset
 from .sinks import JsonLinesSink
 
 Output = tuple[str, str]  # topic, kind
@@ -241,3 +242,23 @@ async def open_kafka_routes(
     finally:
         await routed.close(close_timeout_s)
         await shared.close(close_timeout_s)
+
+
+def open_kafka_output(
+    rules: Ruleset,
+    main_topic: str,
+    cluster: Cluster,
+    settings: ProducerSettings,
+    records_batcher: Callable[[], Batcher],
+    *,
+    tick_s: float | None = None,
+    **options: Any,
+) -> contextlib.AbstractAsyncContextManager[KafkaSink | RoutedSink]:
+    """Into Kafka: a RoutedSink through the rules, or without rules one KafkaSink on the main topic.
+
+    `options` are open_kafka_sink's (max_pending, when_full, wait_for_broker, say).
+    """
+    if rules:
+        engine = RuleEngine(rules, main_topic)
+        return open_kafka_routes(engine, cluster, settings, records_batcher, tick_s=tick_s, **options)
+    return open_kafka_sink(cluster, settings, main_topic, records_batcher(), **options)
