@@ -56,8 +56,14 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
     "--capture", type=click.Choice(["ring", "socket"]), default="ring", show_default=True,
     help="ring: a PACKET_MMAP TPACKET_V3 ring, no syscall per packet; socket: recv_into until EAGAIN on each wakeup.",
 )  # fmt: skip
-@click.option("--ring-block-size", type=click.IntRange(min=4096), default=1 << 20, show_default=True, metavar="BYTES")
-@click.option("--ring-blocks", type=click.IntRange(min=2), default=64, show_default=True, metavar="N")
+@click.option(
+    "--ring-block-size", type=click.IntRange(min=4096), default=1 << 20, show_default=True, metavar="BYTES",
+    help="A power of two, up to 1 GiB, holding the interface's largest frame.",
+)  # fmt: skip
+@click.option(
+    "--ring-blocks", type=click.IntRange(min=2), default=64, show_default=True, metavar="N",
+    help="Blocks per ring (one ring per worker); all the rings together may take half of MemAvailable at most.",
+)  # fmt: skip
 @click.option(
     "--ring-timeout-ms", type=click.IntRange(min=1), default=10, show_default=True, metavar="MS",
     help="A block not yet full is handed over after this long (latency bound at low rates).",
@@ -147,6 +153,7 @@ def collect(
     CAP_NET_RAW) or went away, or workers kept dying (--on-worker-exit).
     """
     from .capture import CaptureSetupError, FilterError, compile_expression, open_packet_socket
+    from .capture.ring import interface_mtu, mem_available, ring_geometry_problem
 
     if output is not None and (given := given_on_command_line(ctx, PRODUCER_PARAMS + CLUSTER_PARAMS)):
         raise click.UsageError(f"{', '.join(given)}: Kafka options, but --output writes a file")
@@ -156,6 +163,12 @@ def collect(
         program = tuple(compile_expression(bpf)) if bpf else None
     except FilterError as exc:
         raise click.BadParameter(str(exc), param_hint="--bpf") from None
+    if capture == "ring":  # before asking the kernel: a ring too large for the machine brings in the OOM killer
+        problem = ring_geometry_problem(
+            ring_block_size, ring_blocks, rings=workers, mem_available=mem_available(), mtu=interface_mtu(iface)
+        )
+        if problem:
+            raise click.UsageError(problem)
     settings = CaptureSettings(
         iface, capture, ring_block_size, ring_blocks, ring_timeout_ms, rcvbuf, program,
         fanout_group=os.getpid() & 0xFFFF if workers > 1 else None, shutdown_timeout_s=shutdown_timeout,

@@ -50,6 +50,68 @@ DEFAULT_BLOCK_SIZE = 1 << 20
 DEFAULT_BLOCK_COUNT = 64
 DEFAULT_BLOCK_TIMEOUT_MS = 10
 
+# Ring geometry limits, checked before asking the kernel (ring_geometry_problem)
+MAX_BLOCK_SIZE = 1 << 30  # the kernel refuses 2 GiB blocks (EINVAL, Linux 6.18)
+MAX_BLOCK_COUNT = 1 << 18  # its table of blocks is one allocation: 524,287 blocks fail with ENOMEM (Linux 6.18)
+MEMORY_SHARE = 0.5  # all the rings together may take at most this share of MemAvailable
+FRAME_OVERHEAD = 256  # block header (48 bytes), frame header (tpacket3_hdr, 68) and VLAN tags, with room to spare
+U32 = (1 << 32) - 1
+
+
+def ring_geometry_problem(
+    block_size: int, block_count: int, *, rings: int = 1, mem_available: int | None = None, mtu: int | None = None
+) -> str | None:
+    """Why `rings` rings of `block_count` x `block_size` bytes cannot work, in one line; None if they can.
+
+    The kernel's own limits (block size a power of two pages, its largest block, its largest table of
+    blocks, 32-bit counts), the largest frame (`mtu` + headers) in one block, and the machine's memory:
+    all the rings together must fit in MEMORY_SHARE of `mem_available` bytes (None: not checked).
+    """
+    if block_size < mmap.PAGESIZE or block_size & (block_size - 1) or block_size > MAX_BLOCK_SIZE:
+        return (
+            f"--ring-block-size {block_size}: must be a power of two from {mmap.PAGESIZE} "
+            f"(the page size) to {MAX_BLOCK_SIZE} (the kernel's largest block)"
+        )
+    if not 1 <= block_count <= MAX_BLOCK_COUNT:
+        return f"--ring-blocks {block_count}: must be from 1 to {MAX_BLOCK_COUNT:,} (the kernel's largest ring table)"
+    if block_size // FRAME_SIZE * block_count > U32:
+        return f"--ring-blocks {block_count} x --ring-block-size {block_size}: more frames than the kernel counts"
+    if mtu is not None and block_size < mtu + FRAME_OVERHEAD:
+        return f"--ring-block-size {block_size}: a block must hold the largest frame (MTU {mtu} + {FRAME_OVERHEAD})"
+    total = block_size * block_count * rings
+    if mem_available is not None and total > mem_available * MEMORY_SHARE:
+        each = f" each, x {rings} workers" if rings > 1 else ""
+        return (
+            f"--ring-blocks {block_count} x --ring-block-size {block_size} = {_gib(block_size * block_count)} "
+            f"of capture ring{each}: more than {MEMORY_SHARE:.0%} of the memory available "
+            f"({_gib(mem_available)} MemAvailable)"
+        )
+    return None
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.1f} MiB"
+
+
+def mem_available(meminfo: str = "/proc/meminfo") -> int | None:
+    """MemAvailable in bytes, None if the kernel does not say."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def interface_mtu(iface: str) -> int | None:
+    try:
+        with open(f"/sys/class/net/{iface}/mtu") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
 
 class RingReceiver(BoundReceiver):
     """Frames from a TPACKET_V3 ring: `fileno()` polls readable when a block is ready, `drain()` reads.
@@ -93,6 +155,8 @@ class RingReceiver(BoundReceiver):
         if size <= 0 or size % mmap.PAGESIZE or size % FRAME_SIZE or count <= 0:
             unit = max(mmap.PAGESIZE, FRAME_SIZE)
             raise CaptureSetupError(f"ring blocks must be a positive multiple of {unit} bytes, and at least one")
+        if size > U32 or count > U32 or size // FRAME_SIZE * count > U32:  # tpacket_req3's fields are 32-bit
+            raise CaptureSetupError(f"a {count} x {size} bytes capture ring is beyond the kernel's 32-bit counts")
 
     def _map(self, sock: socket.socket) -> None:
         """TPACKET_V3, the ring, its mapping (the kernel zeroes the ring: some 200 ms for 64 MiB)."""
