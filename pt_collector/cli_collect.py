@@ -100,7 +100,10 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
     "--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
     help="Serve Prometheus metrics on /metrics and a health check on /healthz.",
 )  # fmt: skip
-@click.option("--metrics-address", default="0.0.0.0", show_default=True, metavar="ADDR")
+@click.option(
+    "--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDR",
+    help="Address for --metrics-port (0.0.0.0: every interface, for a scraper or probe from outside the host).",
+)  # fmt: skip
 @click.option(
     "--shutdown-timeout", type=click.FloatRange(min=0), default=20.0, show_default=True, metavar="SECONDS",
     help="On SIGINT/SIGTERM, how long to wait for the broker to acknowledge what is held; "
