@@ -97,9 +97,7 @@ class Worker:
                 if self.receiver.drain(frames, BURST) >= BURST:
                     self._wake.set()  # more are waiting: come back after letting the sink run
                 await self._handle(frames)
-            frames.clear()
-            self.receiver.drain(frames, 1 << 30)  # what arrived before the stop
-            await self._handle(frames)
+            await self._drain_at_stop(frames)
         finally:
             loop.remove_reader(fd)
         self.held_at_stop = getattr(self.sink, "held", 0)
@@ -108,6 +106,22 @@ class Worker:
         except TimeoutError:  # the sink counts what it still holds as failed when it closes
             self.unflushed = getattr(self.sink, "held", 0)
         return self.snapshot()
+
+    async def _drain_at_stop(self, frames: list[tuple[int, bytes]]) -> None:
+        """Take no more frames, read every one the kernel took before (a ring's last block is handed over
+        within its timeout), and count what could not be read: kernel received = frames + kernel dropped
+        + left at stop."""
+        settle_s = self.receiver.stop_receiving()
+        deadline = time.monotonic() + settle_s
+        while True:
+            frames.clear()
+            self.receiver.drain(frames, 1 << 30)
+            await self._handle(frames)
+            left = self.receiver.unread()
+            if not left or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.002)
+        self.stats.left_at_stop += left
 
     async def _handle(self, frames: list[tuple[int, bytes]]) -> None:
         stats = self.stats

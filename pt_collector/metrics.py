@@ -33,6 +33,7 @@ COUNTERS = [
     ("ptc_kernel_received_frames", "Frames the kernel's filter passed to the socket.", "kernel_received"),
     ("ptc_kernel_dropped_frames", "Frames the kernel dropped: the ring or socket buffer was full.", "kernel_dropped"),
     ("ptc_frames", "Frames read in user space.", "frames"),
+    ("ptc_frames_left_at_stop", "Frames the kernel took that were still unread when capture stopped.", "left_at_stop"),
     ("ptc_not_pt_frames", "Frames that were no PT probe.", "not_pt"),
     ("ptc_probes_decoded", "Probes decoded into records.", "decoded"),
     ("ptc_records_batched", "Records handed to the sink.", "batched"),

@@ -18,6 +18,7 @@ class CollectStats:
     kernel_received: int = 0  # frames the socket's filter passed (PACKET_STATISTICS)
     kernel_dropped: int = 0  # frames the kernel dropped: the receiver was too slow
     frames: int = 0  # frames read in user space
+    left_at_stop: int = 0  # frames the kernel took (kernel_received) that were still unread when capture stopped
     not_pt: int = 0
     malformed: Counter[str] = field(default_factory=Counter)  # by reason
     decoded: int = 0
@@ -59,11 +60,15 @@ class CollectStats:
     def line(self) -> str:
         """One compact log line."""
         return (
-            f"kernel {self.kernel_received:,} received {self.kernel_dropped:,} dropped | "
-            f"{self.frames:,} frames: {self.decoded:,} probes, {self.not_pt:,} not PT, "
-            f"{self.malformed_total:,} malformed | "
-            f"{self.sent:,} sent, {self.acked:,} acked, {self.dropped:,} dropped, {self.failed:,} failed"
-        ) + (f" | {self.restarts:,} worker restarts, {self.lost:,} lost" if self.restarts or self.lost else "")
+            (
+                f"kernel {self.kernel_received:,} received {self.kernel_dropped:,} dropped | "
+                f"{self.frames:,} frames: {self.decoded:,} probes, {self.not_pt:,} not PT, "
+                f"{self.malformed_total:,} malformed | "
+                f"{self.sent:,} sent, {self.acked:,} acked, {self.dropped:,} dropped, {self.failed:,} failed"
+            )
+            + (f" | {self.restarts:,} worker restarts, {self.lost:,} lost" if self.restarts or self.lost else "")
+            + (f" | {self.left_at_stop:,} frames left in the ring at the stop" if self.left_at_stop else "")
+        )
 
     def copy(self) -> CollectStats:
         return CollectStats.from_dict(self.to_dict())

@@ -192,3 +192,41 @@ def test_ring_frames_carry_the_kernels_receive_time_and_send_paces(veth):
     times = [ns for ns, _ in got]
     assert times == sorted(times)
     assert 0.09e9 < times[-1] - times[0] < 0.2e9  # 10 gaps of 10 ms
+
+
+def test_stop_receiving_takes_no_more_and_unread_counts_the_block_being_filled(veth):
+    """A ring with a long block timeout: what was sent sits in the block the kernel fills, unread but counted
+    (`unread`); after stop_receiving nothing more is taken or counted, and the block comes within the time said."""
+    first, expected = traffic(50, seed=13)
+    later, _ = traffic(40, seed=15)
+    with RingReceiver(veth.rx_iface, block_timeout_ms=400) as receiver:
+        veth.send(first)
+        packets, drops = kernel_stats(receiver.sock)
+        assert (packets, drops) == (len(expected), 0)
+        got: list[tuple[int, bytes]] = []
+        receiver.drain(got, 1 << 30)
+        assert got == [] and receiver.unread() == len(expected)  # in the kernel's current block
+        settle_s = receiver.stop_receiving()
+        veth.send(later)
+        assert kernel_stats(receiver.sock) == (0, 0)  # taken by nobody, counted by nobody
+        deadline = time.monotonic() + settle_s
+        while receiver.unread() and time.monotonic() < deadline:
+            receiver.drain(got, 1 << 30)
+            time.sleep(0.005)
+        receiver.drain(got, 1 << 30)
+        assert receiver.unread() == 0
+    assert_exactly(got, expected)
+
+
+def test_unread_counts_handed_over_blocks_and_the_rest_of_the_block_in_hand(veth):
+    frames, expected = traffic(200, seed=17)
+    with RingReceiver(veth.rx_iface, block_size=8192, block_count=64, block_timeout_ms=1) as receiver:
+        veth.send(frames)
+        time.sleep(0.05)  # every block handed over
+        assert receiver.unread() == len(expected)
+        got: list[tuple[int, bytes]] = []
+        receiver.drain(got, 3)  # stops in the first block
+        assert receiver.unread() == len(expected) - 3
+        receiver.drain(got, 1 << 30)
+        assert receiver.unread() == 0
+    assert_exactly(got, expected)

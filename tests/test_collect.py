@@ -44,6 +44,12 @@ class FakeReceiver:
     def check_interface(self) -> None:
         pass
 
+    def stop_receiving(self) -> float:
+        return 0.0
+
+    def unread(self) -> int:
+        return 0
+
     def close(self) -> None:
         os.close(self.read_end)
         os.close(self.write_end)

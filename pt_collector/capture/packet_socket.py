@@ -18,7 +18,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from .bpf import DEFAULT_PROGRAM, FilterError, Program, attach_filter
+from .bpf import DEFAULT_PROGRAM, RET_K, FilterError, Program, attach_filter
 
 # <linux/if_packet.h>, <linux/if_ether.h>, <asm-generic/socket.h>, <linux/sockios.h>, <linux/if.h>
 SOL_PACKET = 263
@@ -39,6 +39,7 @@ MAX_FRAME = 262144  # receive buffer: frames up to tcpdump's largest snap length
 DEFAULT_RCVBUF = 16 << 20  # some 20k queued probes before the kernel drops; the default 208 KiB holds 250
 
 Frames = list[tuple[int, bytes]]  # (capture time in ns since the epoch, frame bytes)
+REJECT_ALL: Program = [(RET_K, 0, 0, 0)]  # a filter that takes no frame: nothing more is queued, nor counted
 
 
 class CaptureSetupError(Exception):
@@ -197,6 +198,17 @@ class BoundReceiver:
 
     iface: str
     ifindex: int
+    sock: socket.socket
+
+    def stop_receiving(self) -> float:
+        """Take no more frames: the kernel neither queues nor counts any from now on (PACKET_STATISTICS
+        stays put). What it took before is still to be drained: within the seconds returned."""
+        attach_filter(self.sock, REJECT_ALL)
+        return 0.0
+
+    def unread(self) -> int:
+        """Frames the kernel took and a drain cannot reach yet (a ring's block still being filled)."""
+        return 0
 
     def check_interface(self) -> None:
         """Raise CaptureSetupError if the interface was deleted: nothing would ever arrive again."""

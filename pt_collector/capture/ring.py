@@ -215,6 +215,28 @@ class RingReceiver(BoundReceiver):
         BLOCK_STATUS.pack_into(ring, self._block * self._block_size + BLOCK_STATUS_OFFSET, TP_STATUS_KERNEL)
         self._block = (self._block + 1) % self._block_count
 
+    def stop_receiving(self) -> float:
+        """No more frames; the block being filled is handed over within the block timeout: drain until then."""
+        super().stop_receiving()
+        return self._block_timeout_ms / 1000 * 2 + 0.1
+
+    def unread(self) -> int:
+        """Frames not read yet: the rest of the block in hand, the blocks handed over since, and the
+        frames so far of the block the kernel is filling (the first one it still owns, in fill order)."""
+        ring, count = self._ring, self._block_count
+        if ring is None:
+            return 0
+        total, block = self._left, self._block
+        if self._left:  # the block in hand is counted by what is left of it
+            block, count = (block + 1) % count, count - 1
+        for _ in range(count):
+            status, frames, _ = BLOCK_HEADER.unpack_from(ring, block * self._block_size + BLOCK_STATUS_OFFSET)
+            total += frames
+            if not status & TP_STATUS_USER:
+                break
+            block = (block + 1) % self._block_count
+        return total
+
     def ring_use(self) -> float:
         """The share of blocks now waiting for user space: near 1, the kernel is about to drop."""
         ring, status = self._ring, BLOCK_STATUS.unpack_from
