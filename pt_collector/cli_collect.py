@@ -13,7 +13,7 @@ import click
 
 from .board import StatsBoard
 from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, open_output, run_async
-from .collect import CaptureSettings, Worker, kafka_delivery, open_receiver, run_worker
+from .collect import CaptureSettings, Opened, ParentReceivers, Worker, kafka_delivery, open_receiver, run_worker
 from .config import decoder_for, rules_for
 from .decode import Decoder
 from .display import Display, counter_fields
@@ -62,7 +62,8 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
 )  # fmt: skip
 @click.option(
     "--ring-blocks", type=click.IntRange(min=2), default=64, show_default=True, metavar="N",
-    help="Blocks per ring (one ring per worker); all the rings together may take half of MemAvailable at most.",
+    help="Blocks per ring (one ring per worker); all the rings together may take half of MemTotal at most, "
+    "and no more than MemAvailable.",
 )  # fmt: skip
 @click.option(
     "--ring-timeout-ms", type=click.IntRange(min=1), default=10, show_default=True, metavar="MS",
@@ -156,7 +157,7 @@ def collect(
     CAP_NET_RAW) or went away, or workers kept dying (--on-worker-exit).
     """
     from .capture import CaptureSetupError, FilterError, compile_expression, open_packet_socket
-    from .capture.ring import interface_mtu, mem_available, ring_geometry_problem
+    from .capture.ring import interface_mtu, memory, ring_geometry_problem
 
     if output is not None and (given := given_on_command_line(ctx, PRODUCER_PARAMS + CLUSTER_PARAMS)):
         raise click.UsageError(f"{', '.join(given)}: Kafka options, but --output writes a file")
@@ -168,7 +169,7 @@ def collect(
         raise click.BadParameter(str(exc), param_hint="--bpf") from None
     if capture == "ring":  # before asking the kernel: a ring too large for the machine brings in the OOM killer
         problem = ring_geometry_problem(
-            ring_block_size, ring_blocks, rings=workers, mem_available=mem_available(), mtu=interface_mtu(iface)
+            ring_block_size, ring_blocks, rings=workers, memory=memory(), mtu=interface_mtu(iface)
         )
         if problem:
             raise click.UsageError(problem)
@@ -186,14 +187,15 @@ def collect(
         open_packet_socket(iface).close()
         if user:
             lookup(user)
-        server = MetricsServer(board, metrics_address, metrics_port).start() if metrics_port is not None else None
+        server = MetricsServer(board, metrics_address, metrics_port) if metrics_port is not None else None
     except (CaptureSetupError, PrivilegeError) as exc:
         raise Failed(str(exc)) from None
     except OSError as exc:
         raise Failed(f"cannot serve metrics on {metrics_address}:{metrics_port}: {exc.strerror}") from None
     try:
         with display:
-            status = _run(workers, settings, tts_shift, opener, board, display, user, on_worker_exit)
+            serve = server.start if server else lambda: None
+            status = _run(workers, settings, tts_shift, opener, board, display, user, on_worker_exit, serve)
             board.capturing = False
     finally:
         if server:
@@ -213,9 +215,16 @@ def _run(
     display: Display,
     user: str | None,
     on_worker_exit: str = "restart",
+    serve: Callable[[], object] = lambda: None,
 ) -> int:
-    """Capture with one worker here, or several in their own processes: the exit status."""
+    """Capture with one worker here, or several in their own processes: the exit status.
+
+    With several, this process opens their receivers, then becomes `user` with no capability left
+    (it needs none: a worker's successor reads on from the same receiver), and only then starts
+    serving metrics (`serve`) and forks the workers, which so are the user from their start.
+    """
     if workers == 1:
+        serve()
 
         def report(stats: CollectStats) -> None:
             board.post(0, CollectStats.from_dict(stats.to_dict()))  # a copy: the worker goes on counting
@@ -224,8 +233,35 @@ def _run(
         status, stats = _one_worker(settings, tts_shift, opener, report, display.say, user)
         board.post(0, stats)
         return status
-    child = partial(_child, settings, tts_shift, opener, display.say, user)
-    return run_workers(workers, child, board.post, display.refresh, display.error, on_exit=on_worker_exit)
+    from .capture import CaptureSetupError
+
+    try:
+        receivers = ParentReceivers(settings, workers)
+    except CaptureSetupError as exc:
+        display.error(str(exc))
+        return EXIT_FAILED
+    try:
+        if user:
+            _import_what_workers_need()  # the user may not read where Python is installed (as /root/.pyenv)
+            drop_privileges(user)  # the sockets are open: the parent needs nothing more
+        serve()
+        child = partial(_child, settings, tts_shift, opener, display.say, user, receivers)
+        return run_workers(
+            workers, child, board.post, display.refresh, display.error, on_exit=on_worker_exit, receivers=receivers
+        )
+    except PrivilegeError as exc:
+        display.error(str(exc))
+        return EXIT_FAILED
+    finally:
+        receivers.close()
+
+
+def _import_what_workers_need() -> None:
+    """The modules a worker imports as it starts, imported while this process is still root."""
+    import concurrent.futures.thread  # noqa: F401 - uvloop's import needs it
+    import multiprocessing.popen_fork  # noqa: F401
+
+    import uvloop  # noqa: F401
 
 
 def _child(
@@ -234,10 +270,11 @@ def _child(
     opener: SinkOpener,
     say: Say,
     user: str | None,
+    receivers: ParentReceivers,
     index: int,
     report: Callable[[CollectStats], None],
 ) -> int:
-    status, stats = _one_worker(settings, tts_shift, opener, report, say, user)
+    status, stats = _one_worker(settings, tts_shift, opener, report, say, user, receivers.only(index))
     report(stats)
     return status
 
@@ -249,12 +286,13 @@ def _one_worker(
     report: Callable[[CollectStats], None],
     say: Say,
     user: str | None,
+    opened: Opened | None = None,
 ) -> tuple[int, CollectStats]:
     """Capture until stopped: (exit status, counters); errors, and the shutdown flush, are a line through `say`."""
     from .capture import CaptureSetupError
 
     try:
-        worker = run_async(_capture(settings, decoder_for(tts_shift), opener, report, user))
+        worker = run_async(_capture(settings, decoder_for(tts_shift), opener, report, user, opened))
     except (CaptureSetupError, KafkaUnavailable, PrivilegeError) as exc:
         say("error", str(exc))
         return EXIT_FAILED, CollectStats()
@@ -275,9 +313,11 @@ async def _capture(
     opener: SinkOpener,
     report: Callable[[CollectStats], None],
     user: str | None,
+    opened: Opened | None = None,
 ) -> Worker:
-    receiver, kernel_stats = open_receiver(settings)
+    receiver, kernel_stats = opened if opened is not None else open_receiver(settings)
     try:
+        receiver.check_interface()  # a receiver opened before (by the parent) may have lost its interface
         async with opener() as sink:
             if user:
                 drop_privileges(user)  # the socket and the output are open: nothing else needs root
@@ -294,15 +334,24 @@ async def _capture(
         receiver.close()
 
 
+def _open_shared(output: str) -> int:
+    """The output file for every worker, opened here (before --user drops root), in append mode: each
+    worker writes a batch in one write() on its copy of this descriptor."""
+    try:
+        return os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise Failed(f"cannot write {output}: {exc.strerror}") from None
+
+
 def _sink_opener(output: str | None, kafka: dict[str, Any], append: bool, say: Say, rules: Ruleset) -> SinkOpener:
     """How each worker opens its sink: a JSON lines file, or a Kafka producer of its own; through the rules if any."""
     if output is not None:
-        if append and output != "-":
-            open(output, "wb").close()
+        shared = _open_shared(output) if append and output != "-" else None
 
         @contextlib.asynccontextmanager
         async def file_sink() -> AsyncIterator[Sink]:
-            with open_output(output, append=append) as stream:
+            opened = os.fdopen(os.dup(shared), "ab", buffering=0) if shared is not None else None
+            with opened or open_output(output, append=append) as stream:
                 if not rules:
                     yield JsonLinesSink(stream)
                     return

@@ -24,7 +24,7 @@ from .stats import BROKER_DOWN, BROKER_UNKNOWN, BROKER_UP, CollectStats
 from .wire import LINKTYPE_ETHERNET
 
 if TYPE_CHECKING:
-    from .capture import Receiver
+    from .capture import Receiver, SharedReceiver
     from .kafka_sink import KafkaSink
 
 BURST = 4096  # frames drained per wakeup at most: the loop stays responsive under a flood
@@ -209,6 +209,55 @@ def open_receiver(settings: CaptureSettings) -> tuple[Receiver, Callable[[], tup
         )  # fmt: skip
     sock = receiver.sock
     return receiver, lambda: kernel_stats(sock)
+
+
+Opened = tuple["SharedReceiver", Callable[[], tuple[int, int]]]  # a receiver and its kernel counters
+
+
+class ParentReceivers:
+    """The receivers a parent opens for its workers before it drops its privileges (one per worker),
+    so that a worker's successor reads on from the same ring, socket and counters: what the kernel
+    took for a worker while it was away waits for the next one instead of being lost."""
+
+    def __init__(self, settings: CaptureSettings, count: int) -> None:
+        self.opened: list[Opened] = []
+        self.closed: set[int] = set()
+        try:
+            for _ in range(count):
+                self.opened.append(open_receiver(settings))  # type: ignore[arg-type]
+        except BaseException:
+            self.close()
+            raise
+
+    def taken(self, index: int) -> int:
+        return self.opened[index][0].taken
+
+    def retire(self, index: int) -> CollectStats:
+        stats = CollectStats()
+        if index in self.closed:
+            return stats
+        receiver, kernel_stats = self.opened[index]
+        receiver.stop_receiving()  # nothing more to count: what it holds now is what was left in it
+        stats.kernel_received, stats.kernel_dropped = kernel_stats()
+        stats.left_at_stop = receiver.unread()
+        receiver.close()
+        self.closed.add(index)
+        return stats
+
+    def only(self, index: int) -> Opened:
+        """In worker `index`'s process: its receiver, ready to read on; the others closed (in this process)."""
+        for other, (receiver, _) in enumerate(self.opened):
+            if other != index:
+                receiver.close()
+        receiver, kernel_stats = self.opened[index]
+        receiver.resume()
+        return receiver, kernel_stats
+
+    def close(self) -> None:
+        for index, (receiver, _) in enumerate(self.opened):
+            if index not in self.closed:
+                receiver.close()
+        self.closed.update(range(len(self.opened)))
 
 
 def kafka_delivery(sink: KafkaSink) -> Callable[[CollectStats], None]:

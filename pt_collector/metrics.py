@@ -45,6 +45,7 @@ COUNTERS = [
     ("ptc_kafka_message_errors", "Kafka messages not delivered.", "kafka_errors"),
     ("ptc_worker_restarts", "Times the worker was restarted after it died.", "restarts"),
     ("ptc_records_lost", "Records a worker held (not yet acknowledged) when it died.", "lost"),
+    ("ptc_frames_unreported", "Frames a worker read after its last report before it died.", "unreported"),
 ]
 GAUGES = [
     ("ptc_records_pending", "Records between decoding and the broker's acknowledgement.", "pending"),
@@ -166,7 +167,8 @@ class MetricsServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
 
     def _app(self, environ: dict, start_response) -> list[bytes]:  # type: ignore[no-untyped-def]

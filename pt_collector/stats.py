@@ -34,6 +34,7 @@ class CollectStats:
     restarts: int = 0  # times the worker was restarted after it died (--on-worker-exit restart)
     lost: int = 0  # records a worker held (accepted, not yet acknowledged) when it died: lost with it
     lost_sent: int = 0  # of those, records already handed to Kafka (the broker may have taken them)
+    unreported: int = 0  # frames a worker read after its last report before it died: their records may be lost
     broker: int = BROKER_UNKNOWN  # the last health check (gauge; the sum is the worst worker's)
     ring_use: float = 0.0  # share of the ring's blocks waiting for user space (gauge; the sum is the highest)
     batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BOUNDS))

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Protocol
 
 from .stats import CollectStats
 
@@ -32,6 +32,19 @@ from .stats import CollectStats
 # report(stats) sends its counters to the parent.
 Child = Callable[[int, Callable[[CollectStats], None]], int]
 ON_EXIT = ("restart", "stop")  # what the parent does when a worker ends unexpectedly
+
+
+class Receivers(Protocol):
+    """The capture receivers the parent opened, one per worker, read by that worker's processes in turn."""
+
+    def taken(self, index: int) -> int:
+        """Frames taken from worker `index`'s receiver so far, by all its processes."""
+        ...
+
+    def retire(self, index: int) -> CollectStats:
+        """Worker `index` runs no more: close its receiver; what the kernel counted on it since its last
+        read (kernel received, dropped) and the frames still unread in it (left_at_stop)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -105,11 +118,14 @@ class _Supervisor:
         say: Callable[[str], None],
         on_exit: str,
         policy: RestartPolicy,
+        receivers: Receivers | None = None,
     ) -> None:
         if on_exit not in ON_EXIT:
             raise ValueError(f"on_exit must be one of {ON_EXIT}")
         self.context = multiprocessing.get_context("fork")
         self.child, self.post, self.say, self.on_exit, self.policy = child, post, say, on_exit, policy
+        self.receivers = receivers
+        self.retired: set[int] = set()
         self.slots = [_Slot(i, policy) for i in range(count)]
         self.stopping = False
         self.status = 0
@@ -164,7 +180,18 @@ class _Supervisor:
                 while next_tick <= time.monotonic():
                     next_tick += tick_s
                 tick()
+        for slot in self.slots:  # those that were to restart when the stop came
+            self.retire(slot)
         return self.status
+
+    def retire(self, slot: _Slot) -> None:
+        """The worker runs no more: its receiver closes (a fanout group spreads its flows over the others),
+        and what the kernel counted on it since the last read is added to its counters."""
+        if self.receivers is None or slot.index in self.retired:
+            return
+        self.retired.add(slot.index)
+        slot.base.add(self.receivers.retire(slot.index))
+        self.post(slot.index, slot.total())
 
     def receive(self, slot: _Slot) -> None:
         """Read what the worker reported so far (all of it, to the end once the worker is dead)."""
@@ -195,36 +222,55 @@ class _Supervisor:
             # a signal to the whole process group beats the parent's SIGTERM): nothing was lost.
             slot.current.pending = 0
             code = 0
-        held = slot.current.pending
-        slot.base.add(slot.current.left_behind())  # its successor counts on from here: totals never go back
+        held, unreported = slot.current.pending, self.unreported(slot)
+        behind = slot.current.left_behind()
+        behind.frames += unreported  # read from the ring, never reported: what became of them nobody knows
+        behind.unreported += unreported
+        slot.base.add(behind)  # its successor counts on from here: totals never go back
         slot.current, slot.process = CollectStats(), None
         self.post(slot.index, slot.total())
         who = f"worker {slot.index} (pid {process.pid}) {_how(code)}"
-        lost = f"up to {held:,} records it held were lost" if held else "it held no records"
+        lost = _lost(held, unreported)
         if self.stopping:
+            self.retire(slot)
             if code != 0:
                 self.status = 1
                 self.say(f"{who} while stopping; {lost}")
             return
         if code == 0:  # it was stopped on purpose (SIGINT or SIGTERM sent to it) and flushed
+            self.retire(slot)
             self.say(f"{who}: stopped by a signal sent to it, not restarted; the other workers take its flows")
             return
         if self.on_exit == "stop":
-            self.say(f"{who}: stopping the others (--on-worker-exit stop); {lost}")
+            self.retire(slot)
+            self.say(f"{who}: stopping the others (--on-worker-exit stop); {lost}{self.left(slot)}")
             self.status = 1
             self.stop()
             return
         delay = slot.backoff.after(ran_s)
         if delay is None:
+            self.retire(slot)
             self.say(
                 f"{who}: {slot.backoff.quick} failures in a row, each within {self.policy.quick_s:g} s of "
-                f"starting: giving up, stopping the others; {lost}"
+                f"starting: giving up, stopping the others; {lost}{self.left(slot)}"
             )
             self.status = 1
             self.stop()
             return
-        self.say(f"{who}: restarting it in {delay:g} s; {lost}")
+        kept = "; the frames in its ring wait for its successor" if self.receivers is not None else ""
+        self.say(f"{who}: restarting it in {delay:g} s; {lost}{kept}")
         slot.restart_at = time.monotonic() + delay
+
+    def unreported(self, slot: _Slot) -> int:
+        """Frames the dead worker took from its receiver after its last report (0 without shared receivers)."""
+        if self.receivers is None:
+            return 0
+        reported = slot.base.frames + slot.current.frames
+        return max(0, self.receivers.taken(slot.index) - reported)
+
+    def left(self, slot: _Slot) -> str:
+        left = slot.base.left_at_stop
+        return f"; {left:,} frames left unread in its ring" if self.receivers is not None and left else ""
 
 
 def run_workers(
@@ -236,6 +282,7 @@ def run_workers(
     tick_s: float = 1.0,
     on_exit: str = "restart",
     policy: RestartPolicy = RestartPolicy(),
+    receivers: Receivers | None = None,
 ) -> int:
     """Run `count` workers until a signal stops them (or, see `on_exit`, one dies): the exit status.
 
@@ -244,15 +291,28 @@ def run_workers(
     unexpectedly (killed, or a status other than 0) is restarted after a backoff (`on_exit="restart"`),
     up to `policy.max_quick` failures to start in a row; or (`on_exit="stop"`) the others are
     stopped. Either way one line goes to `say`. The status is 1 when the parent gave up or stopped
-    the others, or a worker failed while stopping; 0 otherwise.
+    the others, or a worker failed while stopping; 0 otherwise. With `receivers` (opened by the
+    caller before, shared by each worker's processes in turn), a dead worker's frames read after its
+    last report are counted (`unreported`), and a worker that runs no more has its receiver retired.
     """
-    supervisor = _Supervisor(count, child, post, say, on_exit, policy)
+    supervisor = _Supervisor(count, child, post, say, on_exit, policy, receivers)
     previous = {sig: signal.signal(sig, supervisor.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return supervisor.run(tick, tick_s)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _lost(held: int, unreported: int) -> str:
+    if not held and not unreported:
+        return "it held no records"
+    if not unreported:
+        return f"up to {held:,} records it held were lost"
+    return (
+        f"up to {held + unreported:,} records were lost: {held:,} it held at its last report, "
+        f"and those of the {unreported:,} frames it read since"
+    )
 
 
 def _how(code: int) -> str:

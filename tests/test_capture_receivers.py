@@ -230,3 +230,33 @@ def test_unread_counts_handed_over_blocks_and_the_rest_of_the_block_in_hand(veth
         receiver.drain(got, 1 << 30)
         assert receiver.unread() == 0
     assert_exactly(got, expected)
+
+
+@pytest.mark.parametrize("take", [3, 40, 200])
+def test_a_process_forked_after_the_ring_reads_on_where_a_killed_one_stopped(veth, take):
+    """A reader killed (SIGKILL) after `take` frames, mid-block or past whole blocks: the next reader, in
+    another process, resumes from the shared read position: every frame once, across the two."""
+    import os
+    import signal
+
+    frames, expected = traffic(200, seed=19)
+    with RingReceiver(veth.rx_iface, block_size=8192, block_count=64, block_timeout_ms=1) as receiver:
+        veth.send(frames)
+        time.sleep(0.05)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the first reader: reads `take` frames, says which, and dies without a word more
+            got: list[tuple[int, bytes]] = []
+            while len(got) < take:
+                receiver.drain(got, take - len(got))
+            os.write(write, b",".join(str(marker(frame)).encode() for _, frame in got))
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status)
+        first = [int(n) for n in os.read(read, 1 << 20).split(b",")]
+        os.close(read)
+        assert receiver.taken == take
+        receiver.resume()
+        rest = receive(receiver, len(expected) - take)
+    assert sorted(first + [marker(frame) for _, frame in rest]) == sorted(expected)

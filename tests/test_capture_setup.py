@@ -120,9 +120,10 @@ GIB = 1 << 30
     ("size", "count", "rings", "mtu", "problem"),
     [
         (1 << 20, 64, 1, 1500, None),
-        (1 << 20, 8192, 1, 1500, None),  # 8 GiB of a 24 GiB machine
-        (1 << 20, 100_000, 1, 1500, "97.7 GiB of capture ring: more than 50% of the memory available (24.0 GiB"),
-        (1 << 20, 4000, 4, 1500, "3.9 GiB of capture ring each, x 4 workers: more than 50%"),
+        (1 << 20, 8192, 1, 1500, None),  # 8 GiB of a 24 GiB machine, 9 GiB of it available
+        (1 << 20, 100_000, 1, 1500, "97.7 GiB of capture ring: more than 50% of the memory (24.0 GiB MemTotal)"),
+        (1 << 20, 4000, 4, 1500, "3.9 GiB of capture ring each, x 4 workers: more than 50% of the memory"),
+        (1 << 20, 10_000, 1, 1500, "more than the memory available now (9.0 GiB MemAvailable)"),
         (1 << 20, 100_000_000, 1, 1500, "--ring-blocks 100000000: must be from 1 to 262,144"),
         (3 << 20, 64, 1, 1500, "--ring-block-size 3145728: must be a power of two from"),
         (1 << 31, 1, 1, 1500, "to 1073741824 (the kernel's largest block)"),
@@ -134,7 +135,7 @@ GIB = 1 << 30
 def test_ring_geometry_limits(size, count, rings, mtu, problem):
     from pt_collector.capture.ring import ring_geometry_problem
 
-    found = ring_geometry_problem(size, count, rings=rings, mem_available=24 * GIB, mtu=mtu)
+    found = ring_geometry_problem(size, count, rings=rings, memory=(24 * GIB, 9 * GIB), mtu=mtu)
     assert found == problem if problem is None else problem in found
 
 
@@ -151,10 +152,10 @@ def test_32_bit_ring_counts_are_an_error_not_a_traceback():
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--ring-blocks", "100000"], "= 97.7 GiB of capture ring: more than 50% of the memory available"),
+        (["--ring-blocks", "100000"], "= 97.7 GiB of capture ring: more than 50% of the memory ("),
         (["--ring-blocks", "100000000"], "--ring-blocks 100000000: must be from 1 to 262,144"),
         (["--ring-block-size", "3000000"], "--ring-block-size 3000000: must be a power of two"),
-        (["--workers", "64", "--ring-blocks", "1024"], "each, x 64 workers: more than 50%"),
+        (["--workers", "64", "--ring-blocks", "1024"], "each, x 64 workers: more than 50% of the memory ("),
     ],
 )
 def test_ptc_collect_refuses_a_ring_too_large_before_asking_the_kernel(veth, tmp_path, args, says):

@@ -129,10 +129,14 @@ def test_every_probe_arrives_exactly_once(veth, tmp_path, mode_args):
     assert all(r.capture_ns > 1_600_000_000 * 10**9 for r in records)  # the kernel's receive time
 
 
-def test_into_the_real_kafka_broker(veth, kafka_broker, tmp_path):
+@pytest.mark.parametrize("args", [[], ["--workers", "2", "--user", "nobody"]], ids=["one", "workers-2-user"])
+def test_into_the_real_kafka_broker(veth, kafka_broker, tmp_path, args):
+    """With --workers and --user, the workers connect to Kafka already as the user (the parent dropped root)."""
     probes, noise = frames_to_send(200, seed=12)
     topic = f"collect-{int(time.time() * 1000)}"
-    collector = Collector("--iface", veth.rx_iface, "--topic", topic, "--brokers", kafka_broker, "--linger-ms", "20")
+    collector = Collector(
+        "--iface", veth.rx_iface, "--topic", topic, "--brokers", kafka_broker, "--linger-ms", "20", *args
+    )  # fmt: skip
     collector.wait_for(lambda line: "kernel" in line)
     veth.send(noise + probes)
     collector.wait_for(lambda line: "200 acked" in line)

@@ -37,6 +37,15 @@ class Receiver(Protocol):
 
     def unread(self) -> int: ...
 
+
+class SharedReceiver(Receiver, Protocol):
+    """A receiver opened by a parent and read by its forked workers, one after another (`--workers`)."""
+
+    @property
+    def taken(self) -> int: ...
+
+    def resume(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -48,6 +57,7 @@ __all__ = [
     "Program",
     "Receiver",
     "RingReceiver",
+    "SharedReceiver",
     "SocketReceiver",
     "attach_filter",
     "compile_expression",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import socket
 import struct
 import time
@@ -33,6 +34,7 @@ SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
 IFF_RUNNING = 0x40  # the operational state is up: carrier and lower layers
 
+TAKEN = struct.Struct("=Q")
 TPACKET_STATS = struct.Struct("II")  # tp_packets, tp_drops (tpacket_stats_v3 adds tp_freeze_q_cnt after)
 IFREQ_FLAGS = struct.Struct("16sH14x")  # struct ifreq: name, ifr_flags, rest of the union
 MAX_FRAME = 262144  # receive buffer: frames up to tcpdump's largest snap length arrive whole
@@ -210,6 +212,9 @@ class BoundReceiver:
         """Frames the kernel took and a drain cannot reach yet (a ring's block still being filled)."""
         return 0
 
+    def resume(self) -> None:
+        """Take over from another process that read this receiver (and may have died anywhere)."""
+
     def check_interface(self) -> None:
         """Raise CaptureSetupError if the interface was deleted: nothing would ever arrive again."""
         check_interface(self.iface, self.ifindex)
@@ -248,6 +253,12 @@ class SocketReceiver(BoundReceiver):
         self.ifindex = socket.if_nametoindex(iface)
         self._buffer = bytearray(MAX_FRAME)
         self._view = memoryview(self._buffer)
+        self._taken = mmap.mmap(-1, TAKEN.size)  # shared with the processes forked after: see `taken`
+
+    @property
+    def taken(self) -> int:
+        """Frames taken from the socket so far, by this process and any other forked after it was opened."""
+        return TAKEN.unpack_from(self._taken)[0]
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -255,12 +266,14 @@ class SocketReceiver(BoundReceiver):
     def drain(self, out: Frames, limit: int) -> int:
         """Append up to `limit` queued frames to `out`; how many were appended."""
         recv_into, view, append, now = self.sock.recv_into, self._view, out.append, time.time_ns
+        taken, shared, store = self.taken, self._taken, TAKEN.pack_into
         count = 0
         try:
             while count < limit:
                 size = recv_into(view)
                 append((now(), view[:size].tobytes()))
                 count += 1
+                store(shared, 0, taken + count)  # a frame out of the queue is counted at once, for the parent
         except BlockingIOError:
             pass
         except OSError as e:
@@ -271,4 +284,5 @@ class SocketReceiver(BoundReceiver):
 
     def close(self) -> None:
         self._view.release()
+        self._taken.close()
         self.sock.close()
