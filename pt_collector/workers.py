@@ -5,8 +5,9 @@ its own socket (in one fanout group, hashed by flow, so a source's probes
 stay in one worker and in order), its own decoder and its own sink. The
 parent only supervises: it sums the workers' counters, reports them, stops
 them together on SIGINT/SIGTERM, and when one of them dies it restarts it
-(the new process rejoins the same fanout group) or, with `on_exit="stop"`,
-stops the others and fails.
+(the new process reads on from the same socket, which the caller opened
+before and keeps: `Receivers`) or, with `on_exit="stop"`, stops the others
+and fails.
 
 Each worker reports its counters over a pipe of its own: a worker killed
 mid-write cannot block the others (as it could holding a shared queue's

@@ -161,7 +161,7 @@ def test_workers_that_cannot_start_again_are_given_up(veth, tmp_path):
     collector.wait_for(lambda line: "kernel" in line)
     capturing_workers(collector.proc.pid, 2)
     deleted_at = time.monotonic()
-    veth.delete_rx()  # every worker says it went away; every new one fails at once: no such interface
+    veth.delete_rx()  # every worker says it went away; every new one fails at once: it went away
     assert collector.proc.wait(timeout=20) == 1
     took = time.monotonic() - deleted_at
     collector._reader.join(timeout=5)
