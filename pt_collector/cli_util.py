@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Iterator
 from typing import BinaryIO, TypeVar
@@ -35,14 +37,46 @@ def run_async(coro: Coroutine[object, object, T]) -> T:
     return uvloop.run(coro)
 
 
+def hold_standard_fds() -> None:
+    """Started with stdin, stdout or stderr closed (`>&-`), hold that descriptor open on /dev/null.
+
+    Otherwise the next socket or file opened takes it, and uvloop aborts the process when
+    it closes a descriptor below 3. Python has set sys.stdout (and the others) to None
+    already, which is how open_output still tells that stdout is closed.
+    """
+    for fd, stream in enumerate((sys.stdin, sys.stdout, sys.stderr)):
+        if stream is None:
+            held = os.open(os.devnull, os.O_RDWR)
+            if held != fd:  # a lower one was closed too and took it, or this one is taken already
+                os.close(held)
+
+
+def output_name(output: str) -> str:
+    """How messages name an --output: its path, or stdout."""
+    return "stdout" if output == "-" else output
+
+
+def check_output(output: str) -> None:
+    """Failed (one line, exit status 1) when --output cannot be opened; a FILE is created empty."""
+    with open_output(output):
+        pass
+
+
 @contextlib.contextmanager
 def open_output(output: str, append: bool = False) -> Iterator[BinaryIO]:
-    """FILE or '-' (stdout); `append` writes each batch in one unbuffered write, so processes can share a file."""
+    """FILE or '-' (stdout), unbuffered: each batch is one write, whose failure LineWriter counts exactly.
+
+    `append` lets processes share a file. A closed stdout, or a FILE that cannot be opened, is Failed.
+    """
     if output == "-":
-        yield sys.stdout.buffer
+        if sys.stdout is None:  # started with stdout closed (>&-)
+            raise Failed("cannot write stdout: it is closed (give --output FILE)")
+        sys.stdout.flush()
+        buffered = sys.stdout.buffer
+        yield buffered.raw if isinstance(buffered, io.BufferedWriter) else buffered  # type: ignore[misc]
         return
     try:
-        stream = open(output, "ab", buffering=0) if append else open(output, "wb")  # noqa: SIM115 - closed below
+        stream = open(output, "ab" if append else "wb", buffering=0)  # noqa: SIM115 - closed below
     except OSError as exc:
         raise Failed(f"cannot write {output}: {exc.strerror}") from None
     with stream:
