@@ -29,6 +29,7 @@ from .cli_util import (
     open_output,
     output_name,
     run_async,
+    stdout_report,
 )
 from .config import apply as apply_settings
 from .config import decoder_for, effective, expose_environment, exposed_secrets, render, rules_for
@@ -446,7 +447,8 @@ def config_check(ctx: click.Context, file: Path | None) -> None:
     """
     path = file or ctx.find_root().params.get("config_file")
     config, table = effective(main, path)
-    click.echo(render(config, table), nl=False)
+    with stdout_report():
+        click.echo(render(config, table), nl=False)
     if secrets := exposed_secrets(config):
         warning = f"{config.name} holds {', '.join(secrets)} and other users can read it: chmod 600 {config.name}"
         click.echo(f"ptc: warning: {warning}", err=True)

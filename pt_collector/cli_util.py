@@ -13,6 +13,7 @@ from typing import BinaryIO, TypeVar
 import click
 
 from .kafka import KafkaConfigError
+from .sinks import OutputError
 
 EXIT_FAILED = 1
 T = TypeVar("T")
@@ -49,6 +50,33 @@ def hold_standard_fds() -> None:
             held = os.open(os.devnull, os.O_RDWR)
             if held != fd:  # a lower one was closed too and took it, or this one is taken already
                 os.close(held)
+
+
+@contextlib.contextmanager
+def stdout_report() -> Iterator[None]:
+    """Around a command's report on stdout (lines, a table): a closed stdout, or one that refuses a write
+    (a full disk), is Failed in one line; a reader that went away (| head) ends the command quietly."""
+    if sys.stdout is None:
+        raise Failed("cannot write stdout: it is closed")
+    try:
+        yield
+        sys.stdout.flush()
+    except (OSError, OutputError) as exc:
+        with contextlib.suppress(OSError):  # what stdout still buffers would fail again at exit: let it go nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(exc, BrokenPipeError) or (isinstance(exc, OutputError) and exc.reader_gone):
+            sys.stderr.close()
+            raise SystemExit(0) from None
+        raise Failed(f"cannot write stdout: {exc.strerror}" if isinstance(exc, OSError) else str(exc)) from None
+
+
+def echo_or_raise(line: str) -> None:
+    """click.echo to stdout, its OSError as OutputError: inside a replay, which takes OSError for a capture error."""
+    try:
+        click.echo(line)
+    except OSError as exc:
+        error = OutputError(f"cannot write stdout: {exc.strerror}", reader_gone=isinstance(exc, BrokenPipeError))
+        raise error from None
 
 
 def output_name(output: str) -> str:

@@ -130,6 +130,28 @@ def test_closed_stdout_is_one_line_and_exit_1(capture, args):
     assert result.stderr.splitlines() == ["Error: cannot write stdout: it is closed (give --output FILE)"]
 
 
+REPORTS = {
+    "paths": ["paths", "{capture}"],
+    "rules-test": ["rules", "test", "--config", "{rules}", "{capture}"],
+    "rules-summary": ["rules", "test", "--summary", "--config", "{rules}", "{capture}"],
+    "config-check": ["config", "check", "{rules}"],
+}
+
+
+@pytest.mark.parametrize(
+    "redirect, reason", [(">/dev/full", NO_SPACE), (">&-", "it is closed")], ids=["full", "closed"]
+)
+@pytest.mark.parametrize("command", list(REPORTS))
+def test_the_reports_on_stdout_fail_in_one_line(capture, tmp_path, command, redirect, reason):
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rules]]\nname = "all"\nsrc = "::/0"\nfunction = "pass"\n')
+    args = [arg.format(capture=capture, rules=rules) for arg in REPORTS[command]]
+    assert ptc(*args, shell_suffix=" >/dev/null").returncode == 0
+    result = ptc(*args, shell_suffix=f" {redirect}")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"Error: cannot write stdout: {reason}"]
+
+
 @pytest.mark.parametrize("closed", [">&-", "<&-"], ids=["stdout", "stdin"])
 def test_a_closed_standard_descriptor_does_not_crash_a_replay_into_kafka(capture, kafka_broker, closed):
     """Closed, fd 0 or 1 went to the first socket opened, and uvloop aborted the process when it closed it."""
