@@ -294,10 +294,12 @@ def test_collect_into_dev_full_stops_with_one_line_exit_1_and_the_counts(veth):
     assert stops_by_itself(collector, 30) == 1
     lines = collector.lines
     assert not any("Traceback" in line for line in lines), lines
-    final = final_counts(lines[-1])
-    assert "stopped:" in lines[-1] and final["probes"] == 300, lines[-1]
-    assert (final["sent"], final["acked"], final["dropped"], final["failed"]) == (300, 0, 0, 300)
-    error = f"cannot write /dev/full: {NO_SPACE}: capture stopped, 300 decoded records not written"
+    final, decoded = final_counts(lines[-1]), final_counts(lines[-1])["probes"]
+    # Capture stops at the first refused batch: frames still in ring blocks the kernel had not handed over by
+    # then are not read (the kernel's received count has them), so `decoded` may be less than 300.
+    assert "stopped:" in lines[-1] and 0 < decoded <= 300, lines[-1]
+    assert (final["sent"], final["acked"], final["dropped"], final["failed"]) == (decoded, 0, 0, decoded)
+    error = f"cannot write /dev/full: {NO_SPACE}: capture stopped, {decoded:,} decoded records not written"
     assert [line for line in lines if NO_SPACE in line] == [f"ptc collect {veth.rx_iface}: {error}"]
 
 
