@@ -19,7 +19,18 @@ from . import __version__
 from .cli_collect import collect
 from .cli_paths import paths
 from .cli_rules import rules_group
-from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, open_output, run_async
+from .cli_util import (
+    EXIT_FAILED,
+    TTS_SHIFT_HELP,
+    Failed,
+    hold_standard_fds,
+    kafka_client_log,
+    kafka_usage,
+    open_output,
+    output_name,
+    run_async,
+    stdout_report,
+)
 from .config import apply as apply_settings
 from .config import decoder_for, effective, expose_environment, exposed_secrets, render, rules_for
 from .decode import Decoder
@@ -46,7 +57,7 @@ from .replay import ReplayStats
 from .replay import replay as run_replay
 from .routing import RoutedSink, file_routes, open_kafka_output
 from .rules import Ruleset
-from .sinks import JsonLinesSink
+from .sinks import JsonLinesSink, LineWriter, OutputError
 from .tts import MAX_SHIFT
 from .wire import ETH_P_VLAN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
 
@@ -69,6 +80,7 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
     A flag wins over the environment, the environment over the file;
     `ptc config check` shows what a command would use.
     """
+    hold_standard_fds()
     if ctx.invoked_subcommand not in ("config", "rules") and not ctx.resilient_parsing:  # they read the file
         apply_settings(ctx, config_file)
 
@@ -114,8 +126,10 @@ def replay(
 
     Exit status 0 when every file was read to its end (and, into Kafka, every
     decoded record was acknowledged by the broker); 1 when a file could not be
-    read (the frames before the damage are still decoded), the brokers could
-    not be reached, or records were dropped or not acknowledged.
+    read (the frames before the damage are still decoded), the output could
+    not be written (a full disk: the replay stops there, and the summary
+    counts what was written and what was not), the brokers could not be
+    reached, or records were dropped or not acknowledged.
     """
     decoder, rules = decoder_for(tts_shift), rules_for()
     show_progress = sys.stderr.isatty() if progress is None else progress
@@ -125,20 +139,26 @@ def replay(
     kafka_given = given_on_command_line(ctx, PRODUCER_PARAMS + CLUSTER_PARAMS)
     if kafka_given:
         raise click.UsageError(f"{', '.join(kafka_given)}: Kafka options, but --output writes a file")
+    stats, stopped = ReplayStats(), None
     with open_output(output) as stream, _progress(show_progress) as on_batch:
-        sink = file_routes(RuleEngine(rules, kafka["topic"]), stream) if rules else JsonLinesSink(stream)
+        lines = JsonLinesSink(stream, output_name(output))
+        sink = file_routes(RuleEngine(rules, kafka["topic"]), lines) if rules else lines
         try:
-            stats = run_async(run_replay(files, decoder, sink, on_batch))
-        except BrokenPipeError:
-            sys.stderr.close()  # the reader went away (| head): nothing left to report
-            raise SystemExit(0) from None
+            run_async(run_replay(files, decoder, sink, on_batch, stats))
+        except OutputError as exc:  # the first batch it refused stops the replay: counted, not written
+            if exc.reader_gone:
+                sys.stderr.close()  # the reader went away (| head): nothing left to report
+                raise SystemExit(0) from None
+            what = "lines (records, histograms)" if rules else "decoded records"
+            stopped = f"{exc}: replay stopped, {lines.lines.failed:,} {what} not written"
     if not quiet:
         click.echo(stats.summary(), err=True)
+        click.echo(lines.lines.summary(), err=True)
         if isinstance(sink, RoutedSink):
             click.echo(sink.summary(), err=True)
-    for error in stats.capture_errors:
+    for error in [*stats.capture_errors, *([stopped] if stopped else [])]:
         click.echo(f"ptc: error: {error}", err=True)
-    if stats.capture_errors:
+    if stats.capture_errors or stopped:
         raise SystemExit(EXIT_FAILED)
 
 
@@ -263,10 +283,10 @@ def consume(
         cluster.client_options()
     kafka_client_log(kafka["verbose"])
     with open_output(output) as stream:
+        lines = LineWriter(stream, output_name(output))
 
         def emit(records: list[Record]) -> None:
-            stream.write(to_json_lines(records))
-            stream.flush()
+            lines.write(to_json_lines(records), len(records))
 
         stats = ConsumeStats()
         reading = consume_records(
@@ -278,23 +298,30 @@ def consume(
             run_async(reading)
         except KafkaUnavailable as exc:
             raise Failed(str(exc)) from None
-        except BrokenPipeError:
-            sys.stderr.close()
-            raise SystemExit(0) from None
+        except OutputError as exc:
+            if exc.reader_gone:
+                sys.stderr.close()  # the reader went away (| head): nothing left to report
+                raise SystemExit(0) from None
+            pass  # reported with the counts below
         except KeyboardInterrupt:  # the way to stop it without --max or --timeout
             stopped_by = "the interrupt"
-    _consume_report(stats, max_records, stopped_by, quiet)
+    _consume_report(stats, lines, max_records, stopped_by, quiet)
 
 
-def _consume_report(stats: ConsumeStats, max_records: int | None, stopped_by: str, quiet: bool) -> None:
+def _consume_report(
+    stats: ConsumeStats, lines: LineWriter, max_records: int | None, stopped_by: str, quiet: bool
+) -> None:
     if not quiet:
-        click.echo(f"consumed {stats.records:,} records from {stats.messages:,} messages", err=True)
+        not_written = f" ({lines.failed:,} not written)" if lines.failed else ""
+        click.echo(f"consumed {stats.records:,} records from {stats.messages:,} messages{not_written}", err=True)
     for bad in stats.bad:
         click.echo(f"ptc: error: {bad}", err=True)
+    if lines.error:
+        click.echo(f"ptc: error: {lines.error}: consume stopped, {lines.failed:,} records not written", err=True)
     short = max_records is not None and stats.records < max_records
-    if short:
+    if short and not lines.error:
         click.echo(f"ptc: error: {stats.records:,} of {max_records:,} records before {stopped_by}", err=True)
-    if short or stats.bad:
+    if short or stats.bad or lines.error:
         raise SystemExit(EXIT_FAILED)
 
 
@@ -420,7 +447,8 @@ def config_check(ctx: click.Context, file: Path | None) -> None:
     """
     path = file or ctx.find_root().params.get("config_file")
     config, table = effective(main, path)
-    click.echo(render(config, table), nl=False)
+    with stdout_report():
+        click.echo(render(config, table), nl=False)
     if secrets := exposed_secrets(config):
         warning = f"{config.name} holds {', '.join(secrets)} and other users can read it: chmod 600 {config.name}"
         click.echo(f"ptc: warning: {warning}", err=True)

@@ -12,8 +12,27 @@ from typing import Any
 import click
 
 from .board import StatsBoard
-from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, open_output, run_async
-from .collect import CaptureSettings, Opened, ParentReceivers, Worker, kafka_delivery, open_receiver, run_worker
+from .cli_util import (
+    EXIT_FAILED,
+    TTS_SHIFT_HELP,
+    Failed,
+    check_output,
+    kafka_client_log,
+    kafka_usage,
+    open_output,
+    output_name,
+    run_async,
+)
+from .collect import (
+    CaptureSettings,
+    Opened,
+    ParentReceivers,
+    Worker,
+    file_delivery,
+    kafka_delivery,
+    open_receiver,
+    run_worker,
+)
 from .config import decoder_for, rules_for
 from .decode import Decoder
 from .display import Display, counter_fields
@@ -35,10 +54,10 @@ from .metrics import MetricsServer
 from .privileges import PrivilegeError, drop_privileges, lookup
 from .routing import RoutedSink, file_routes, open_kafka_output
 from .rules import Ruleset
-from .sinks import JsonLinesSink, Sink
+from .sinks import JsonLinesSink, OutputError, Sink
 from .stats import CollectStats
 from .tts import MAX_SHIFT
-from .workers import ON_EXIT, run_workers
+from .workers import EXIT_FATAL, ON_EXIT, run_workers
 
 TICK_S = 1.0  # with flow rules, histogram windows close by the wall clock this often while no probe comes
 REPORT_INTERVAL_S = 1.0  # workers post their counters this often: table, log lines and /metrics read them
@@ -154,7 +173,9 @@ def collect(
     SIGINT or SIGTERM stops capture, flushes every batch (for at most
     --shutdown-timeout; the rest is counted as failed) and exits 0. Exit
     status 1: the interface cannot be captured on (missing, down, no
-    CAP_NET_RAW) or went away, or workers kept dying (--on-worker-exit).
+    CAP_NET_RAW) or went away, workers kept dying (--on-worker-exit), or
+    the --output cannot be written (a full disk: capture stops in every
+    worker, no restart; what was decoded and not written counts as failed).
     """
     from .capture import CaptureSetupError, FilterError, compile_expression, open_packet_socket
     from .capture.ring import interface_mtu, memory, ring_geometry_problem
@@ -184,6 +205,8 @@ def collect(
     )  # fmt: skip
     opener = _sink_opener(output, kafka, append=workers > 1, say=display.say, rules=rules_for())
     try:  # fail here, once, in one line: not in every worker
+        if output is not None:
+            check_output(output)  # FILE created empty: the workers append to it
         open_packet_socket(iface).close()
         if user:
             lookup(user)
@@ -276,7 +299,7 @@ def _child(
 ) -> int:
     status, stats = _one_worker(settings, tts_shift, opener, report, say, user, receivers.only(index))
     report(stats)
-    return status
+    return status  # EXIT_FATAL: its output cannot be written, the parent restarts no worker
 
 
 def _one_worker(
@@ -296,7 +319,9 @@ def _one_worker(
     except (CaptureSetupError, KafkaUnavailable, PrivilegeError) as exc:
         say("error", str(exc))
         return EXIT_FAILED, CollectStats()
-    if worker.error is not None:
+    if isinstance(worker.error, OutputError):
+        say("error", f"{worker.error}: capture stopped, {worker.stats.failed:,} decoded records not written")
+    elif worker.error is not None:
         say("error", str(worker.error))
     if worker.unflushed:
         timeout = f"--shutdown-timeout {settings.shutdown_timeout_s:g} s"
@@ -304,6 +329,8 @@ def _one_worker(
     if worker.held_at_stop:
         flushed = worker.held_at_stop - worker.unflushed
         say("info", f"shutdown: {flushed:,} of the {worker.held_at_stop:,} records held at the stop flushed")
+    if isinstance(worker.error, OutputError):
+        return EXIT_FATAL, worker.stats
     return (EXIT_FAILED if worker.error else 0), worker.stats
 
 
@@ -322,7 +349,8 @@ async def _capture(
             if user:
                 drop_privileges(user)  # the socket and the output are open: nothing else needs root
             kafka = isinstance(sink, KafkaSink) or (isinstance(sink, RoutedSink) and sink.kafka_sinks())
-            delivery = kafka_delivery(sink) if kafka else None  # type: ignore[arg-type]
+            lines = sink if isinstance(sink, JsonLinesSink) else sink.lines if isinstance(sink, RoutedSink) else None
+            delivery = kafka_delivery(sink) if kafka else file_delivery(lines) if lines else None  # type: ignore[arg-type]
             worker = Worker(
                 receiver, decoder, sink, kernel_stats=kernel_stats, delivery=delivery,
                 shutdown_timeout_s=settings.shutdown_timeout_s,
@@ -352,10 +380,11 @@ def _sink_opener(output: str | None, kafka: dict[str, Any], append: bool, say: S
         async def file_sink() -> AsyncIterator[Sink]:
             opened = os.fdopen(os.dup(shared), "ab", buffering=0) if shared is not None else None
             with opened or open_output(output, append=append) as stream:
+                lines = JsonLinesSink(stream, output_name(output))
                 if not rules:
-                    yield JsonLinesSink(stream)
+                    yield lines
                     return
-                async with file_routes(RuleEngine(rules, kafka["topic"]), stream, tick_s=TICK_S) as routed:
+                async with file_routes(RuleEngine(rules, kafka["topic"]), lines, tick_s=TICK_S) as routed:
                     yield routed
 
         return file_sink

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, run_async
+from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, run_async, stdout_report
 from .config import decoder_for
 from .kafka import ConsumeStats, KafkaUnavailable, consume
 from .kafka_options import CLUSTER_PARAMS, cluster_from, cluster_options, given_on_command_line, topic_option
@@ -77,7 +77,8 @@ def paths(
         consumed = _from_kafka(table, topic, from_beginning, max_records, timeout, kafka)
         errors = consumed.bad
         source = f"{consumed.records:,} records from {topic}"
-    _print_table(table, source)
+    with stdout_report():
+        _print_table(table, source)
     if plot_file is not None:
         _plot(table, plot_file)
         click.echo(f"wrote {plot_file}", err=True)

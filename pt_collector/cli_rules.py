@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .cli_paths import ms
-from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, run_async
+from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, echo_or_raise, run_async, stdout_report
 from .config import effective
 from .decode import Decoder
 from .functions import Emitted, RuleCounters, RuleEngine
@@ -66,12 +66,13 @@ def rules_test(
     shift = tts_shift if tts_shift is not None else shift_setting.value if shift_setting else None
     topic = replay_settings["topic"]
     engine = RuleEngine(config.rules, topic.value if topic else "pt-probes")
-    sink = _TestSink(engine, show=None if summary else click.echo)
-    stats = run_async(replay(files, Decoder(shift, config.shift_by_source), sink))
-    if summary:
-        _summary_table(engine)
-    counts = f"{stats.probes:,} probes, {stats.not_pt:,} not PT, {stats.malformed_total:,} malformed"
-    click.echo(f"{stats.frames:,} frames: {counts}; {len(config.rules)} rules from {path}")
+    sink = _TestSink(engine, show=None if summary else echo_or_raise)
+    with stdout_report():
+        stats = run_async(replay(files, Decoder(shift, config.shift_by_source), sink))
+        if summary:
+            _summary_table(engine)
+        counts = f"{stats.probes:,} probes, {stats.not_pt:,} not PT, {stats.malformed_total:,} malformed"
+        click.echo(f"{stats.frames:,} frames: {counts}; {len(config.rules)} rules from {path}")
     for error in stats.capture_errors:
         click.echo(f"ptc: error: {error}", err=True)
     if stats.capture_errors:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Iterator
 from typing import BinaryIO, TypeVar
@@ -11,6 +13,7 @@ from typing import BinaryIO, TypeVar
 import click
 
 from .kafka import KafkaConfigError
+from .sinks import OutputError
 
 EXIT_FAILED = 1
 T = TypeVar("T")
@@ -35,14 +38,73 @@ def run_async(coro: Coroutine[object, object, T]) -> T:
     return uvloop.run(coro)
 
 
+def hold_standard_fds() -> None:
+    """Started with stdin, stdout or stderr closed (`>&-`), hold that descriptor open on /dev/null.
+
+    Otherwise the next socket or file opened takes it, and uvloop aborts the process when
+    it closes a descriptor below 3. Python has set sys.stdout (and the others) to None
+    already, which is how open_output still tells that stdout is closed.
+    """
+    for fd, stream in enumerate((sys.stdin, sys.stdout, sys.stderr)):
+        if stream is None:
+            held = os.open(os.devnull, os.O_RDWR)
+            if held != fd:  # a lower one was closed too and took it, or this one is taken already
+                os.close(held)
+
+
+@contextlib.contextmanager
+def stdout_report() -> Iterator[None]:
+    """Around a command's report on stdout (lines, a table): a closed stdout, or one that refuses a write
+    (a full disk), is Failed in one line; a reader that went away (| head) ends the command quietly."""
+    if sys.stdout is None:
+        raise Failed("cannot write stdout: it is closed")
+    try:
+        yield
+        sys.stdout.flush()
+    except (OSError, OutputError) as exc:
+        with contextlib.suppress(OSError):  # what stdout still buffers would fail again at exit: let it go nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(exc, BrokenPipeError) or (isinstance(exc, OutputError) and exc.reader_gone):
+            sys.stderr.close()
+            raise SystemExit(0) from None
+        raise Failed(f"cannot write stdout: {exc.strerror}" if isinstance(exc, OSError) else str(exc)) from None
+
+
+def echo_or_raise(line: str) -> None:
+    """click.echo to stdout, its OSError as OutputError: inside a replay, which takes OSError for a capture error."""
+    try:
+        click.echo(line)
+    except OSError as exc:
+        error = OutputError(f"cannot write stdout: {exc.strerror}", reader_gone=isinstance(exc, BrokenPipeError))
+        raise error from None
+
+
+def output_name(output: str) -> str:
+    """How messages name an --output: its path, or stdout."""
+    return "stdout" if output == "-" else output
+
+
+def check_output(output: str) -> None:
+    """Failed (one line, exit status 1) when --output cannot be opened; a FILE is created empty."""
+    with open_output(output):
+        pass
+
+
 @contextlib.contextmanager
 def open_output(output: str, append: bool = False) -> Iterator[BinaryIO]:
-    """FILE or '-' (stdout); `append` writes each batch in one unbuffered write, so processes can share a file."""
+    """FILE or '-' (stdout), unbuffered: each batch is one write, whose failure LineWriter counts exactly.
+
+    `append` lets processes share a file. A closed stdout, or a FILE that cannot be opened, is Failed.
+    """
     if output == "-":
-        yield sys.stdout.buffer
+        if sys.stdout is None:  # started with stdout closed (>&-)
+            raise Failed("cannot write stdout: it is closed (give --output FILE)")
+        sys.stdout.flush()
+        buffered = sys.stdout.buffer
+        yield buffered.raw if isinstance(buffered, io.BufferedWriter) else buffered  # type: ignore[misc]
         return
     try:
-        stream = open(output, "ab", buffering=0) if append else open(output, "wb")  # noqa: SIM115 - closed below
+        stream = open(output, "ab" if append else "wb", buffering=0)  # noqa: SIM115 - closed below
     except OSError as exc:
         raise Failed(f"cannot write {output}: {exc.strerror}") from None
     with stream:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .decode import DecodeError, Decoder
 from .pcap import Frame
 from .record import Record
-from .sinks import Sink
+from .sinks import JsonLinesSink, OutputError, Sink
 from .stats import BROKER_DOWN, BROKER_UNKNOWN, BROKER_UP, CollectStats
 from .wire import LINKTYPE_ETHERNET
 
@@ -96,7 +96,7 @@ class Worker:
                 frames.clear()
                 if self.receiver.drain(frames, BURST) >= BURST:
                     self._wake.set()  # more are waiting: come back after letting the sink run
-                await self._handle(frames)
+                await self._handle_or_stop(frames)
             await self._drain_at_stop(frames)
         finally:
             loop.remove_reader(fd)
@@ -105,6 +105,8 @@ class Worker:
             await asyncio.wait_for(self.sink.flush(), self.shutdown_timeout_s)
         except TimeoutError:  # the sink counts what it still holds as failed when it closes
             self.unflushed = getattr(self.sink, "held", 0)
+        except OutputError as exc:
+            self.error = self.error or exc
         return self.snapshot()
 
     async def _drain_at_stop(self, frames: list[tuple[int, bytes]]) -> None:
@@ -116,12 +118,24 @@ class Worker:
         while True:
             frames.clear()
             self.receiver.drain(frames, 1 << 30)
-            await self._handle(frames)
+            await self._handle_or_stop(frames)
             left = self.receiver.unread()
             if not left or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.002)
         self.stats.left_at_stop += left
+
+    async def _handle_or_stop(self, frames: list[tuple[int, bytes]]) -> None:
+        """Handle the frames; an output that cannot be written (OutputError) stops the worker.
+
+        A full disk does not empty itself: capture stops, the records already decoded are
+        counted by the sink as not written, and the caller reports `error`.
+        """
+        try:
+            await self._handle(frames)
+        except OutputError as exc:
+            self.error = self.error or exc
+            self.stop()
 
     async def _handle(self, frames: list[tuple[int, bytes]]) -> None:
         stats = self.stats
@@ -273,5 +287,16 @@ def kafka_delivery(sink: KafkaSink) -> Callable[[CollectStats], None]:
         )  # fmt: skip
         stats.broker = BROKER_UNKNOWN if sink.broker_up is None else BROKER_UP if sink.broker_up else BROKER_DOWN
         stats.batch_sizes, stats.latency = counters.batch_sizes, counters.latency
+
+    return fill
+
+
+def file_delivery(sink: JsonLinesSink) -> Callable[[CollectStats], None]:
+    """Fills a worker's delivery counters from its output file's: sent is handed to the file, acked written whole,
+    failed not written."""
+
+    def fill(stats: CollectStats) -> None:
+        lines = sink.lines
+        stats.sent, stats.acked, stats.failed = lines.written + lines.failed, lines.written, lines.failed
 
     return fill

@@ -113,6 +113,10 @@ def read(path: Path | None) -> Config:
         raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 text
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        where = f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start} (line {line})"
+        raise ConfigError(f"{name}: not valid TOML: not UTF-8 text, {where}") from None
     return Config(name, table, _shifts(name, table.get(SHIFTS_TABLE, {})), _rules(name, table.get(RULES_KEY, [])))
 
 

@@ -59,7 +59,8 @@ class Display:
         """After the board changed (about once a second)."""
         total = self.board.total()
         if total.failed > self._last_failed:
-            self.error(f"{total.failed - self._last_failed:,} records not acknowledged by the broker")
+            how = "acknowledged by the broker" if self.board.kafka else "written"
+            self.error(f"{total.failed - self._last_failed:,} records not {how}")
             self._last_failed = total.failed
         if self._live:
             self._live.update(self.table())
@@ -125,7 +126,7 @@ class Display:
 
     def _kafka_line(self, total: CollectStats) -> str:
         if not self.board.kafka:
-            return f"records written: {total.acked:,}"
+            return f"records written: {total.acked:,}" + (f", not written: {total.failed:,}" if total.failed else "")
         broker = BROKER_STATE.get(total.broker, "not checked yet")
         return (
             f"Kafka: broker {broker}, {total.in_flight:,} messages in flight, {total.messages:,} sent, "

@@ -289,11 +289,28 @@ async def consume(
         "enable_auto_commit": False,
         "max_partition_fetch_bytes": FETCH_BYTES,
     }
-    consumer = await start_client(lambda: AIOKafkaConsumer(topic, **options), cluster)
+    consumer = await start_client(lambda: AIOKafkaConsumer(**options), cluster)
     try:
+        await _subscribe(consumer, cluster, topic)
         return await _read(consumer, emit, max_records, idle_timeout_s, stats if stats is not None else ConsumeStats())
     finally:
         await _stop_quietly(consumer)
+
+
+async def _subscribe(consumer: AIOKafkaConsumer, cluster: Cluster, topic: str) -> None:
+    """Subscribe to an existing topic; KafkaUnavailable when there is none.
+
+    The topic is looked up among all the cluster's topics first: a consumer that asks
+    for one topic's metadata gets it created by a broker with auto.create.topics.enable
+    (aiokafka always asks so), and one without waits for it until the connect timeout.
+    """
+    try:
+        topics = await asyncio.wait_for(consumer.topics(), cluster.connect_timeout_s)
+    except (TimeoutError, KafkaError) as exc:
+        raise KafkaUnavailable(_unavailable(cluster, exc, "")) from None
+    if topic not in topics:
+        raise KafkaUnavailable(f"no topic {topic!r} on Kafka at {cluster.brokers} (ptc consume does not create topics)")
+    consumer.subscribe([topic])
 
 
 async def _read(
@@ -320,8 +337,8 @@ async def _read(
             if max_records is not None:
                 records = records[: max_records - stats.records]
             if records:
+                stats.records += len(records)  # read, whether or not `emit` can write them out
                 emit(records)
-                stats.records += len(records)
     return stats
 
 

@@ -7,6 +7,7 @@ options or the environment and are never echoed back.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -59,6 +60,50 @@ def topic_option(verb: str) -> Callable[[F], F]:
     )  # fmt: skip
 
 
+def broker_address_error(address: str) -> str | None:
+    """Why `address` is not HOST, HOST:PORT, an IPv6 address or [IPv6]:PORT (port 1..65535), or None when it is."""
+    host, port = address, ""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            return f"{address!r}: write an IPv6 address with a port as [ADDRESS]:PORT"
+        port = rest[1:]
+        if not _is_ipv6(host):
+            return f"{address!r}: {host!r} is not an IPv6 address"
+    elif address.count(":") > 1:
+        return None if _is_ipv6(address) else f"{address!r} is neither HOST:PORT nor an IPv6 address"
+    elif ":" in address:
+        host, _, port = address.partition(":")
+        if not port:
+            return f"{address!r}: no port after the colon"
+    if not host:
+        return f"{address!r}: no host name"
+    if any(c.isspace() or c in "/@" for c in host):
+        return f"{address!r}: {host!r} is not a host name"
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return f"{address!r}: the port {port!r} is not a number 1..65535"
+    return None
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _brokers(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A comma-separated list of broker addresses, checked here: a usage error names the bad one."""
+    addresses = [address.strip() for address in value.split(",") if address.strip()]
+    if not addresses:
+        raise click.BadParameter("no broker address given (HOST:PORT,...)")
+    for address in addresses:
+        if error := broker_address_error(address):
+            raise click.BadParameter(error)
+    return value
+
+
 CLUSTER_OPTIONS: list[Callable[[F], F]] = [
     click.option(
         "--brokers",
@@ -67,7 +112,8 @@ CLUSTER_OPTIONS: list[Callable[[F], F]] = [
         envvar="PTC_BROKERS",
         show_envvar=True,
         metavar="HOST:PORT,...",
-        help="Kafka bootstrap brokers.",
+        callback=_brokers,
+        help="Kafka bootstrap brokers (an IPv6 address with a port as [ADDRESS]:PORT; without a port, 9092).",
     ),
     click.option(
         "--connect-timeout",

@@ -1,4 +1,4 @@
-"""The probe record, ptc's output contract (../shared/docs/record-schema.md).
+"""The probe record, ptc's output contract (docs/record-schema.md).
 
 Field names and order are the schema's; new fields may only be appended,
 with defaults.

@@ -86,6 +86,20 @@ async def replay(
     """
     stats = stats if stats is not None else ReplayStats()
     started = time.perf_counter()
+    try:
+        await _replay(files, decoder, sink, on_batch, stats)
+    finally:  # a sink that failed (OutputError) stops the replay: what was counted stands
+        stats.elapsed_s = time.perf_counter() - started
+    return stats
+
+
+async def _replay(
+    files: Iterable[str | Path],
+    decoder: Decoder,
+    sink: Sink,
+    on_batch: Callable[[ReplayStats], None] | None,
+    stats: ReplayStats,
+) -> None:
     files = list(files)
     stats.bytes_total = sum(_size(path) for path in files)
     decode = decoder.decode
@@ -124,8 +138,6 @@ async def replay(
         stats.probes += len(batch)
         await (write_frames(batch, frames) if write_frames else sink.write(batch))
     await sink.flush()
-    stats.elapsed_s = time.perf_counter() - started
-    return stats
 
 
 def _size(path: str | Path) -> int:

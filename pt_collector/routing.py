@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, BinaryIO
+from typing import Any
 
 from aiokafka.errors import KafkaError
 
@@ -29,7 +29,7 @@ from .kinds import HistogramBatcher, RawBatcher
 from .pcap import Frame
 from .record import Record
 from .rules import Ruleset
-from .sinks import JsonLinesSink
+from .sinks import JsonLinesSink, OutputError
 
 Output = tuple[str, str]  # topic, kind
 
@@ -55,8 +55,16 @@ class RoutedSink:
     its capture times).
     """
 
-    def __init__(self, engine: RuleEngine, sinks: Mapping[Output, Any], *, tick_s: float | None = None) -> None:
+    def __init__(
+        self,
+        engine: RuleEngine,
+        sinks: Mapping[Output, Any],
+        *,
+        tick_s: float | None = None,
+        lines: JsonLinesSink | None = None,
+    ) -> None:
         self.engine = engine
+        self.lines = lines  # the JSON lines sink of an --output, whose counts tell what was written
         self.sinks = dict(sinks)
         self.written = dict.fromkeys(self.sinks, 0)  # items handed to each output's sink
         self.wants_frames = engine.wants_frames
@@ -98,7 +106,10 @@ class RoutedSink:
     async def _tick_loop(self, every_s: float) -> None:
         while True:
             await asyncio.sleep(every_s)
-            await self.tick(time.time_ns())
+            try:
+                await self.tick(time.time_ns())
+            except OutputError:  # counted by the output's sink; the next write of a probe raises it again
+                return
 
     # ------------------------------------------------------------ Kafka delivery, summed (what collect's stats read)
 
@@ -157,11 +168,11 @@ class RoutedSink:
             await sink.close(timeout_s)
 
 
-def file_routes(engine: RuleEngine, stream: BinaryIO, *, tick_s: float | None = None) -> RoutedSink:
-    """Everything to one JSON lines stream (histograms are lines with "kind": "histogram"); raw frames nowhere."""
-    lines, discard = JsonLinesSink(stream), Discard()
+def file_routes(engine: RuleEngine, lines: JsonLinesSink, *, tick_s: float | None = None) -> RoutedSink:
+    """Everything to one JSON lines sink (histograms are lines with "kind": "histogram"); raw frames nowhere."""
+    discard = Discard()
     sinks = {(topic, kind): discard if kind == FRAMES else lines for topic, kind in engine.outputs()}
-    return RoutedSink(engine, sinks, tick_s=tick_s)
+    return RoutedSink(engine, sinks, tick_s=tick_s, lines=lines)
 
 
 class SharedProducer:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol
+import errno
+import io
+import os
+from typing import Any, BinaryIO, Protocol
 
 from .record import Record, to_json_lines
 
@@ -15,18 +18,104 @@ class Sink(Protocol):
     async def flush(self) -> None: ...
 
 
-class JsonLinesSink:
-    """Records as JSON lines (record schema v1) on a binary stream, one write and flush per batch."""
+class OutputError(Exception):
+    """An output that cannot be written (a full disk, /dev/full, a closed pipe): one line naming it.
 
-    def __init__(self, stream: BinaryIO) -> None:
+    `reader_gone`: a pipe whose reader went away (`| head`), which ends a command quietly.
+    """
+
+    def __init__(self, message: str, *, reader_gone: bool = False) -> None:
+        super().__init__(message)
+        self.reader_gone = reader_gone
+
+
+class LineWriter:
+    """Lines onto a binary stream; counts the lines that reached it whole (`written`) and those that did not.
+
+    Written through an unbuffered stream (open_output's), the counts are exact: a write the
+    kernel took in part leaves only whole lines counted, and the cut line is taken back off the
+    end of a regular file. After the first failure (OutputError) nothing more
+    is written: every later line is counted as `failed` and raises the same error.
+    """
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
         self._stream = stream
+        self.name = name  # for messages: a path, or "stdout"
+        self.written = 0
+        self.failed = 0
+        self.error: OutputError | None = None
 
-    async def write(self, records: list[Record]) -> None:
-        self._stream.write(to_json_lines(records))
-        self._stream.flush()  # a reader (tail -f, a pipe) sees whole batches as they come
+    def write(self, data: bytes, lines: int) -> None:
+        """Write `data`, `lines` whole lines; OutputError when the stream refuses it."""
+        if self.error is not None:
+            self.failed += lines
+            raise self.error
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                n = self._stream.write(view[done:])
+                if n is None:  # a non-blocking stream that is full
+                    raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+                done += n
+        except OSError as exc:
+            self._cut_back(done - (data.rfind(b"\n", 0, done) + 1))
+            self._fail(exc, data.count(b"\n", 0, done), lines)
+        try:
+            self._stream.flush()  # a buffered stream: what it held may not have gone out, so none of it counts
+        except OSError as exc:
+            self._fail(exc, 0, lines)
+        self.written += lines
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                self._fail(exc, 0, 0)
+
+    def summary(self) -> str:
+        width = 16
+        lines = [f"{'written':<{width}}{self.written:,}"]
+        if self.failed:
+            lines.append(f"{'not written':<{width}}{self.failed:,}")
+        return "\n".join(lines)
+
+    def _fail(self, exc: OSError, whole: int, lines: int) -> None:
+        self.written += whole
+        self.failed += lines - whole
+        reason = exc.strerror or str(exc)
+        self.error = OutputError(f"cannot write {self.name}: {reason}", reader_gone=isinstance(exc, BrokenPipeError))
+        raise self.error from None
+
+    def _cut_back(self, partial: int) -> None:
+        """Take a cut line's `partial` bytes back off the end of a regular file, if nothing was written after them."""
+        stream = self._stream
+        if partial <= 0 or not isinstance(stream, io.FileIO):
+            return
+        try:
+            if stream.seekable():
+                end = stream.tell()  # appending (--workers share the file), the end of this process's write
+                if os.fstat(stream.fileno()).st_size == end:
+                    os.ftruncate(stream.fileno(), end - partial)
+                    stream.seek(end - partial)
+        except OSError:  # not a file we can cut: the line stays cut, and is counted as not written
+            pass
+
+
+class JsonLinesSink:
+    """Records as JSON lines (record schema v1) on a binary stream, one write per batch, a reader sees whole batches.
+
+    `lines` counts what reached the stream; a stream that refuses a write raises OutputError (see LineWriter).
+    """
+
+    def __init__(self, stream: BinaryIO, name: str = "the output") -> None:
+        self.lines = LineWriter(stream, name)
+
+    async def write(self, records: list[Any]) -> None:  # records, or histograms through the flow rules
+        self.lines.write(to_json_lines(records), len(records))
 
     async def flush(self) -> None:
-        self._stream.flush()
+        self.lines.flush()
 
 
 class ListSink:

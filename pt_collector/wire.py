@@ -1,7 +1,7 @@
 """Path Tracing on the wire: protocol numbers and fixed layouts.
 
 Shared by the decoder and its encoder twin. Everything is big-endian; see
-../shared/docs/pt-wire-format.md for where each value comes from.
+docs/wire-format.md for each layout and where its values come from.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from .stats import CollectStats
 # report(stats) sends its counters to the parent.
 Child = Callable[[int, Callable[[CollectStats], None]], int]
 ON_EXIT = ("restart", "stop")  # what the parent does when a worker ends unexpectedly
+EXIT_FATAL = 3  # a worker's exit status for a failure no restart can mend (its output cannot be written)
 
 
 class Receivers(Protocol):
@@ -236,11 +237,17 @@ class _Supervisor:
             self.retire(slot)
             if code != 0:
                 self.status = 1
-                self.say(f"{who} while stopping; {lost}")
+                self.say(who if code == EXIT_FATAL else f"{who} while stopping; {lost}")
             return
         if code == 0:  # it was stopped on purpose (SIGINT or SIGTERM sent to it) and flushed
             self.retire(slot)
             self.say(f"{who}: stopped by a signal sent to it, not restarted; the other workers take its flows")
+            return
+        if code == EXIT_FATAL:  # a full disk: a restarted worker would only fail again, with what it decoded
+            self.retire(slot)
+            self.say(f"{who}: not restarted, stopping the others")
+            self.status = 1
+            self.stop()
             return
         if self.on_exit == "stop":
             self.retire(slot)
@@ -291,7 +298,8 @@ def run_workers(
     predecessors counted; `tick()` runs about every `tick_s` seconds. A worker that ends
     unexpectedly (killed, or a status other than 0) is restarted after a backoff (`on_exit="restart"`),
     up to `policy.max_quick` failures to start in a row; or (`on_exit="stop"`) the others are
-    stopped. Either way one line goes to `say`. The status is 1 when the parent gave up or stopped
+    stopped. A worker that exits with EXIT_FATAL is never restarted: the others are stopped.
+    Either way one line goes to `say`. The status is 1 when the parent gave up or stopped
     the others, or a worker failed while stopping; 0 otherwise. With `receivers` (opened by the
     caller before, shared by each worker's processes in turn), a dead worker's frames read after its
     last report are counted (`unreported`), and a worker that runs no more has its receiver retired.
@@ -317,4 +325,6 @@ def _lost(held: int, unreported: int) -> str:
 
 
 def _how(code: int) -> str:
+    if code == EXIT_FATAL:
+        return "stopped: its output cannot be written"
     return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
