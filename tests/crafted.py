@@ -21,6 +21,7 @@ MAX_MCDS = 12  # the stack a PT source sends (opt data len 36)
 MAX_SEGMENTS = 10
 DEST_OPTS_UNITS = range(0, 17)  # 0: no Destination Options header; else (units) x 8 bytes
 PADNS = range(0, 16)  # a PadN option of 2 + n bytes before the PT option (0: none)
+CRAFTED_SOURCE, CRAFTED_SINK = "2001:db8:bad::1", "2001:db8:bad:e::1"  # none of `ptc generate`'s
 
 
 def layouts() -> Iterator[tuple[int, int, int, int]]:
@@ -47,9 +48,9 @@ def crafted_packet(mcds: int, segments: int, dest_units: int, padn: int, n: int 
     body += srh(NH_NONE, sids, tlv)
     inner_size = size - 14 - 40 - 24  # Ethernet, outer IPv6, the sink's SRH
     payload = bytes(inner_size - 40 - len(body))
-    inner = ipv6("2001:db8:1::1", sids[-1], NH_HOP_BY_HOP, body + payload)
+    inner = ipv6(CRAFTED_SOURCE, sids[-1], NH_HOP_BY_HOP, body + payload)
     sink = PtTlv(0x456, 2, t + 3_000_000)
-    frame = ethernet(encapsulate(inner, "2001:db8:e001::1", "2001:db8:c011::1", sink))
+    frame = ethernet(encapsulate(inner, CRAFTED_SINK, "2001:db8:c011::1", sink))
     assert len(frame) == size, (len(frame), size)
     return frame
 
