@@ -16,6 +16,7 @@ walk reads nothing else, so both paths give the same record.
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from .wire import (
     LINKTYPES_RAW,
     MCD_SIZE,
     NH_AH,
+    NH_DEST_OPTS,
     NH_FRAGMENT,
     NH_HOP_BY_HOP,
     NH_IPV6,
@@ -52,6 +54,7 @@ from .wire import (
 MAX_LAYOUTS = 65536  # cached layouts before the cache starts afresh
 GUARDS_PER_LENGTH = 4  # deciding-byte masks kept (and tried) per link type and frame length
 AGE_EVERY = 4096  # walks between two halvings of the guards' hit counts
+MANY_OPTIONS = 8  # options (TLVs) of a header walked one by one; past them, runs of others are skipped in one match
 MAX_HOPS_CACHED = 1 << 17  # cached MCDs (about 15 MB at most)
 
 
@@ -106,6 +109,13 @@ class _Walk:
         self.deciding.append((offset, end))
         return end
 
+    def skip(self, run: re.Pattern[bytes], offset: int, stop: int) -> int:
+        """The end of the `run` of options at `offset` (none of which can fail a check: they fit before `stop`)."""
+        end = run.match(self.frame, offset, stop).end()  # type: ignore[union-attr]  # matches empty at least
+        if end > offset:
+            self.deciding.append((offset, end))
+        return end
+
     def read(self, offset: int, size: int) -> bytes:
         self.deciding.append((offset, offset + size))
         return self.frame[offset : offset + size]
@@ -116,6 +126,38 @@ class _Walk:
 
     def u16(self, offset: int) -> int:
         return int.from_bytes(self.read(offset, 2), "big")
+
+
+def _options_run(pt_type: int) -> re.Pattern[bytes]:
+    """Pad1 bytes and whole options of any type but `pt_type` (each its type, length and data), as many as fit."""
+    lengths = b"|".join(b"\\x%02x.{%d}" % (n, n) for n in range(256))
+    # possessive (*+): one pass, no backtracking
+    return re.compile(b"(?:\\x00|[^\\x00\\x%02x](?:%s))*+" % (pt_type, lengths), re.DOTALL)
+
+
+_HBH_OPTIONS_RUN = _options_run(OPT_PT)
+_SRH_TLVS_RUN = _options_run(TLV_PT)
+# Hop-by-Hop, Destination Options and Routing headers that are no SRH (the lookahead), each of (len + 1) x 8
+# bytes, chained by their next header: group 1 is the last one, whose next header is where the walk goes on
+_UNITS = b"|".join(b"\\x%02x.{%d}" % (n, n * 8 + 6) for n in range(256))
+_HEADERS_RUN = re.compile(b"(?:((?:[\\x00\\x3c](?:%s)|\\x2b(?:%s)(?=..[^\\x04]))))*+" % (_UNITS, _UNITS), re.DOTALL)
+
+
+def _skip_headers(w: _Walk, nh: int, pos: int, end: int, walked: int) -> tuple[int, int]:
+    """(next header, position) past a run of plain extension headers, once MANY_OPTIONS were walked one by one.
+
+    The run is marked deciding as a whole (a stricter guard); none of its
+    headers could fail a check or be an SRH, so the walk goes on as if it
+    had stepped over each.
+    """
+    if walked <= MANY_OPTIONS or nh not in (NH_HOP_BY_HOP, NH_DEST_OPTS):
+        return nh, pos
+    found = _HEADERS_RUN.match(w.frame, pos, min(end, w.size))
+    last = found.start(1) if found else -1
+    if last < 0:
+        return nh, pos
+    w.deciding.append((pos, found.end()))  # type: ignore[union-attr]
+    return w.frame[last], found.end()  # type: ignore[union-attr]
 
 
 class _Shape:
@@ -204,7 +246,13 @@ def _hbh_pt_option(w: _Walk, pos: int, end: int) -> tuple[int, int] | None:
     hbh_end = pos + (w.u8(pos + 1) + 1) * 8
     stack = None
     p = pos + 2
+    walked = 0
     while p < hbh_end:
+        walked += 1
+        if walked > MANY_OPTIONS:  # a run of options that fit is marked deciding as a whole: a stricter guard
+            p = w.skip(_HBH_OPTIONS_RUN, p, min(hbh_end, end, w.size))
+            if p >= hbh_end:
+                break
         w.need(pos, p + 1 - pos, end, "hbh", "header runs past the packet")
         if w.frame[p] == OPT_PAD1:  # a run of Pad1 to the next option, or to where the header or packet ends
             p = w.zeros(p, min(hbh_end, end, w.size))
@@ -235,7 +283,13 @@ def _srh(w: _Walk, pos: int, end: int, layer: str) -> tuple[list[int], int | Non
     segments = list(range(pos + SRH_FIXED, tlv_at, 16))
     pt_tlv = None
     p = tlv_at
+    walked = 0
     while p < pos + size:
+        walked += 1
+        if walked > MANY_OPTIONS:
+            p = w.skip(_SRH_TLVS_RUN, p, pos + size)
+            if p >= pos + size:
+                break
         tlv_type = w.frame[p]
         if tlv_type == TLV_PAD1:
             p = w.zeros(p, pos + size)
@@ -293,7 +347,10 @@ def _probe(w: _Walk, shape: _Shape, off: int, nh: int, end: int) -> bool:
     shape.stack_len = stack[1]
     nh = w.u8(pos)
     pos += _ext_size(w, NH_HOP_BY_HOP, pos, end, "hbh")
+    walked = 0
     while nh in EXT_HEADERS_8 or nh in (NH_FRAGMENT, NH_AH):
+        walked += 1
+        nh, pos = _skip_headers(w, nh, pos, end, walked)
         if _is_srh(w, nh, pos, end, "srh"):
             segments, tlv, _ = _srh(w, pos, end, "srh")
             if tlv is None:
@@ -319,7 +376,10 @@ def _walk(w: _Walk, linktype: int) -> _Shape:
         return shape
     sink_tlv = None
     pos = off + IPV6_HEADER
+    walked = 0
     while nh in EXT_HEADERS_8 or nh in (NH_FRAGMENT, NH_AH):
+        walked += 1
+        nh, pos = _skip_headers(w, nh, pos, end, walked)
         if sink_tlv is None and _is_srh(w, nh, pos, end, "outer-srh"):
             segments, sink_tlv, size = _srh(w, pos, end, "outer-srh")
             if sink_tlv is None and len(segments) > 1:

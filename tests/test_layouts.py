@@ -155,3 +155,52 @@ def test_a_crafted_layout_flood_costs_no_probe_over_veth(veth, tmp_path):
     got = [r for r in records if r.src.addr != CRAFTED_SOURCE]
     assert without_capture_time(got) == without_capture_time(expected_records(legit))
     assert len(records) == len(frames)
+
+
+def _many_headers_probe(rng: random.Random) -> bytes:
+    """A probe with up to 40 small options around the PT one, up to 40 extension headers before its SRH."""
+    from pt_collector.encode import PtTlv, encapsulate, hop_by_hop, ipv6, srh
+    from pt_collector.wire import NH_DEST_OPTS, NH_FRAGMENT, NH_HOP_BY_HOP, NH_NONE, NH_ROUTING
+
+    def options() -> bytes:
+        return b"".join(
+            bytes((rng.choice((0x1E, 1, 0x3E)), n)) + rng.randbytes(n)
+            for n in (rng.randrange(4) for _ in range(rng.randrange(40)))
+        )
+
+    kinds = [rng.choice((NH_DEST_OPTS, NH_ROUTING, NH_FRAGMENT, NH_HOP_BY_HOP)) for _ in range(rng.randrange(40))]
+    chain = b""
+    for kind, after in zip(kinds, [*kinds[1:], NH_ROUTING], strict=False):  # the last header leads to the SRH
+        units = 0 if kind == NH_FRAGMENT else rng.randrange(3)
+        body = bytes((after, units)) + bytes((rng.choice((0, 2, 4)),)) + rng.randbytes(units * 8 + 5)
+        chain += body
+    hbh = hop_by_hop(kinds[0] if kinds else NH_ROUTING, rng.randbytes(36), before=options(), after=options())
+    tlv = PtTlv(1, 1, 10**18, 1, 2).pack()
+    inner = ipv6("2001:db8:5::1", "fcbb::1", NH_HOP_BY_HOP, hbh + chain + srh(NH_NONE, ["fcbb::1"], tlv + bytes(8)))
+    return ethernet(encapsulate(inner, "2001:db8:5::2", "2001:db8::c", PtTlv(2, 1, 10**18)))
+
+
+def _outcome(frame: bytes) -> object:
+    try:
+        return Decoder(18).decode(frame)
+    except DecodeError as exc:
+        return (exc.key, exc.offset)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_runs_of_options_and_headers_skipped_in_one_match_decode_as_walked_one_by_one(monkeypatch, seed):
+    """Past MANY_OPTIONS, options, TLVs and plain extension headers are skipped by one regex match: same outcome."""
+    rng = random.Random(seed)
+    frames = []
+    for _ in range(150):
+        frame = bytearray(_many_headers_probe(rng))
+        for _ in range(rng.randrange(3)):
+            frame[rng.randrange(len(frame))] = rng.randrange(256)
+        frames.append(bytes(frame[: rng.randrange(len(frame) // 2, len(frame) + 1)] if rng.random() < 0.2 else frame))
+    fast = [_outcome(frame) for frame in frames]
+    monkeypatch.setattr(decode, "MANY_OPTIONS", 10**9)  # every option, TLV and header walked one by one
+    slow = [_outcome(frame) for frame in frames]
+    assert fast == slow
+    malformed = sum(isinstance(outcome, tuple) for outcome in fast)
+    records = sum(outcome is not None and not isinstance(outcome, tuple) for outcome in fast)
+    assert malformed > 10 and records > 10, (malformed, records)  # both kinds of outcome are compared
