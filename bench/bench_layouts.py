@@ -11,6 +11,9 @@ it, in the same run and interleaved (best of --repeat):
                   and PadN size (tests/crafted.py): no two share a layout
   varied          20,000 such probes of distinct layouts and lengths (600-1,000 bytes)
   mutations       100,000 typical probes with 1 to 3 random bytes changed
+  many options    3,000 probes of about 1,400 bytes, each with ~600 zero-length
+                  HbH options of its own mix (the walk's worst case per byte)
+  many headers    3,000 probes with ~150 8-byte extension headers of their own mix
 Each figure is decoding only, over frames already in memory, with a fresh
 Decoder (so typical traffic pays for learning its layouts too); frames that
 are malformed or not PT count like the others. "x typical" is how many
@@ -35,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def frame_sets(typical_count: int) -> dict[str, list[bytes]]:
-    from crafted import crafted_frames, crafted_varied, mutations
+    from crafted import crafted_frames, crafted_varied, many_headers, many_options, mutations
 
     from pt_collector.encode import ethernet
     from pt_collector.generate import generate
@@ -48,6 +51,8 @@ def frame_sets(typical_count: int) -> dict[str, list[bytes]]:
         "crafted 20,000 (one length)": crafted_frames(20000),
         "varied 20,000 (lengths too)": crafted_varied(20000),
         "mutations 100,000": mutations(typical[:1000], 100_000),
+        "many options 3,000 (~1.4 KB)": many_options(3000),
+        "many headers 3,000 (~1.4 KB)": many_headers(3000),
     }
 
 

@@ -77,3 +77,34 @@ def mutations(probes: list[bytes], count: int, seed: int = 4) -> list[bytes]:
             frame[rng.randrange(len(frame))] = rng.randrange(256)
         out.append(bytes(frame))
     return out
+
+
+def _bits(n: int, k: int) -> int:
+    return (n >> (k % 16)) & 1
+
+
+def many_options(count: int, options: int = 600) -> list[bytes]:
+    """`count` probes of about 1,400 bytes whose HbH holds ~`options` zero-length options, each frame its own mix."""
+    out = []
+    for n in range(count):
+        before = b"".join(bytes((0x1E + _bits(n, k), 0)) for k in range(options + n % 7))
+        tlv = PtTlv(1, 1, 10**18, 1, n).pack()
+        body = hop_by_hop(NH_ROUTING, bytes(36), before=before) + srh(NH_NONE, ["fcbb::1"], tlv)
+        inner = ipv6(CRAFTED_SOURCE, "fcbb::1", NH_HOP_BY_HOP, body)
+        out.append(ethernet(encapsulate(inner, CRAFTED_SINK, "2001:db8:c011::1", PtTlv(2, 1, 10**18))))
+    return out
+
+
+def many_headers(count: int, headers: int = 150) -> list[bytes]:
+    """`count` probes with ~`headers` 8-byte extension headers (Destination Options or Routing) before the SRH."""
+    out = []
+    for n in range(count):
+        kinds = [NH_DEST_OPTS if _bits(n, k) else NH_ROUTING for k in range(headers + n % 7)] + [NH_ROUTING]
+        chain = b"".join(
+            bytes((kinds[k + 1], 0, 1, 4, 0, 0, 0, 0) if kind == NH_DEST_OPTS else (kinds[k + 1], 0, 0, 0, 0, 0, 0, 0))
+            for k, kind in enumerate(kinds[:-1])
+        )
+        body = hop_by_hop(kinds[0], bytes(36)) + chain + srh(NH_NONE, ["fcbb::1"], PtTlv(1, 1, 10**18, 1, n).pack())
+        inner = ipv6(CRAFTED_SOURCE, "fcbb::1", NH_HOP_BY_HOP, body)
+        out.append(ethernet(encapsulate(inner, CRAFTED_SINK, "2001:db8:c011::1", PtTlv(2, 1, 10**18))))
+    return out
