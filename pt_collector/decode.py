@@ -54,6 +54,7 @@ from .wire import (
 MAX_LAYOUTS = 65536  # cached layouts before the cache starts afresh
 GUARDS_PER_LENGTH = 4  # deciding-byte masks kept (and tried) per link type and frame length
 AGE_EVERY = 4096  # walks between two halvings of the guards' hit counts
+MAX_KINDS = 4096  # kinds of frame (read sequences) and value readers remembered: a few KB each, so fewer
 MANY_OPTIONS = 8  # options (TLVs) of a header walked one by one; past them, runs of others are skipped in one match
 MAX_HOPS_CACHED = 1 << 17  # cached MCDs (about 15 MB at most)
 
@@ -477,7 +478,7 @@ def _values_reader(values: tuple[tuple[int, str, int], ...], has_src_tlv: bool) 
     """One unpack of every value field (offset, code, size) of a layout; shared by layouts that agree."""
     reader = _readers.get((values, has_src_tlv))
     if reader is None:
-        if len(_readers) >= MAX_LAYOUTS:
+        if len(_readers) >= MAX_KINDS:
             _readers.clear()
         reader = _compiled(_struct_format(list(values))).unpack_from
         if not has_src_tlv:
@@ -580,7 +581,7 @@ class Decoder:
                 unpack = self._kinds[reads] = _compiled(_guard_format(w.deciding)).unpack_from
             self._remember(linktype, frame, unpack, layout)
         else:  # a one-off (a crafted frame, a mutation) compiles no guard and takes no guard's place
-            if len(self._kinds) >= MAX_LAYOUTS:
+            if len(self._kinds) >= MAX_KINDS:
                 self._kinds.clear()
             self._kinds[reads] = None
         return layout
