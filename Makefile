@@ -76,7 +76,10 @@ SOAK_RATE    ?= 5000
 soak: setup  ## ptc collect under SOAK_RATE probes/s for SOAK_MINUTES over a veth pair (root): RSS growth verdict
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)
 
-.PHONY: bench-rules
+.PHONY: bench-rules bench-layouts
 
 bench-rules: setup  ## the flow rules' functions: the histogram's cost per probe next to pass and sample
 	$(BIN)/python bench/bench_rules.py
+
+bench-layouts: setup  ## the decoder against crafted layouts (one length, varied, mutations) next to typical traffic
+	$(BIN)/python bench/bench_layouts.py

@@ -16,6 +16,8 @@ walk reads nothing else, so both paths give the same record.
 
 from __future__ import annotations
 
+import re
+import socket
 import struct
 from collections.abc import Callable, Mapping
 from ipaddress import IPv6Address, IPv6Network
@@ -33,6 +35,7 @@ from .wire import (
     LINKTYPES_RAW,
     MCD_SIZE,
     NH_AH,
+    NH_DEST_OPTS,
     NH_FRAGMENT,
     NH_HOP_BY_HOP,
     NH_IPV6,
@@ -49,6 +52,10 @@ from .wire import (
 )
 
 MAX_LAYOUTS = 65536  # cached layouts before the cache starts afresh
+GUARDS_PER_LENGTH = 4  # deciding-byte masks kept (and tried) per link type and frame length
+AGE_EVERY = 4096  # walks between two halvings of the guards' hit counts
+MAX_KINDS = 4096  # kinds of frame (read sequences) and value readers remembered: a few KB each, so fewer
+MANY_OPTIONS = 8  # options (TLVs) of a header walked one by one; past them, runs of others are skipped in one match
 MAX_HOPS_CACHED = 1 << 17  # cached MCDs (about 15 MB at most)
 
 
@@ -78,11 +85,13 @@ class _NotPT(Exception):
 class _Walk:
     """One field-by-field read of a frame, noting which bytes decided what."""
 
+    __slots__ = ("claimed", "deciding", "frame", "size", "values")
+
     def __init__(self, frame: bytes) -> None:
         self.frame = frame
         self.size = len(frame)
-        self.deciding = bytearray(self.size)  # 1 where a byte decided the structure
-        self.values: list[tuple[int, str]] = []  # (offset, struct code), in frame order
+        self.deciding: list[tuple[int, int]] = []  # (start, end) of every read that decided the structure
+        self.values: list[tuple[int, str, int]] = []  # (offset, struct code, size), in frame order
         self.claimed = False  # PT-ness established: inconsistencies are now malformed
 
     def fail(self, layer: str, offset: int, reason: str) -> None:
@@ -91,22 +100,65 @@ class _Walk:
         raise _NotPT
 
     def need(self, offset: int, size: int, limit: int, layer: str, reason: str) -> None:
-        if offset + size > min(limit, self.size):
+        if offset + size > limit or offset + size > self.size:
             self.fail(layer, offset, reason if limit <= self.size else "truncated frame")
 
+    def zeros(self, offset: int, stop: int) -> int:
+        """The end of the run of zero bytes (Pad1) at `offset`, at most `stop`: one C call, not a loop."""
+        run = self.frame[offset:stop]
+        end = stop - len(run.lstrip(b"\0"))
+        self.deciding.append((offset, end))
+        return end
+
+    def skip(self, run: re.Pattern[bytes], offset: int, stop: int) -> int:
+        """The end of the `run` of options at `offset` (none of which can fail a check: they fit before `stop`)."""
+        end = run.match(self.frame, offset, stop).end()  # type: ignore[union-attr]  # matches empty at least
+        if end > offset:
+            self.deciding.append((offset, end))
+        return end
+
     def read(self, offset: int, size: int) -> bytes:
-        self.deciding[offset : offset + size] = b"\x01" * size
+        self.deciding.append((offset, offset + size))
         return self.frame[offset : offset + size]
 
     def u8(self, offset: int) -> int:
-        self.deciding[offset] = 1
+        self.deciding.append((offset, offset + 1))
         return self.frame[offset]
 
     def u16(self, offset: int) -> int:
         return int.from_bytes(self.read(offset, 2), "big")
 
-    def value(self, offset: int, code: str) -> None:
-        self.values.append((offset, code))
+
+def _options_run(pt_type: int) -> re.Pattern[bytes]:
+    """Pad1 bytes and whole options of any type but `pt_type` (each its type, length and data), as many as fit."""
+    lengths = b"|".join(b"\\x%02x.{%d}" % (n, n) for n in range(256))
+    # possessive (*+): one pass, no backtracking
+    return re.compile(b"(?:\\x00|[^\\x00\\x%02x](?:%s))*+" % (pt_type, lengths), re.DOTALL)
+
+
+_HBH_OPTIONS_RUN = _options_run(OPT_PT)
+_SRH_TLVS_RUN = _options_run(TLV_PT)
+# Hop-by-Hop, Destination Options and Routing headers that are no SRH (the lookahead), each of (len + 1) x 8
+# bytes, chained by their next header: group 1 is the last one, whose next header is where the walk goes on
+_UNITS = b"|".join(b"\\x%02x.{%d}" % (n, n * 8 + 6) for n in range(256))
+_HEADERS_RUN = re.compile(b"(?:((?:[\\x00\\x3c](?:%s)|\\x2b(?:%s)(?=..[^\\x04]))))*+" % (_UNITS, _UNITS), re.DOTALL)
+
+
+def _skip_headers(w: _Walk, nh: int, pos: int, end: int, walked: int) -> tuple[int, int]:
+    """(next header, position) past a run of plain extension headers, once MANY_OPTIONS were walked one by one.
+
+    The run is marked deciding as a whole (a stricter guard); none of its
+    headers could fail a check or be an SRH, so the walk goes on as if it
+    had stepped over each.
+    """
+    if walked <= MANY_OPTIONS or nh not in (NH_HOP_BY_HOP, NH_DEST_OPTS):
+        return nh, pos
+    found = _HEADERS_RUN.match(w.frame, pos, min(end, w.size))
+    last = found.start(1) if found else -1
+    if last < 0:
+        return nh, pos
+    w.deciding.append((pos, found.end()))  # type: ignore[union-attr]
+    return w.frame[last], found.end()  # type: ignore[union-attr]
 
 
 class _Shape:
@@ -195,14 +247,19 @@ def _hbh_pt_option(w: _Walk, pos: int, end: int) -> tuple[int, int] | None:
     hbh_end = pos + (w.u8(pos + 1) + 1) * 8
     stack = None
     p = pos + 2
+    walked = 0
     while p < hbh_end:
+        walked += 1
+        if walked > MANY_OPTIONS:  # a run of options that fit is marked deciding as a whole: a stricter guard
+            p = w.skip(_HBH_OPTIONS_RUN, p, min(hbh_end, end, w.size))
+            if p >= hbh_end:
+                break
         w.need(pos, p + 1 - pos, end, "hbh", "header runs past the packet")
-        opt_type = w.u8(p)
-        if opt_type == OPT_PAD1:
-            p += 1
+        if w.frame[p] == OPT_PAD1:  # a run of Pad1 to the next option, or to where the header or packet ends
+            p = w.zeros(p, min(hbh_end, end, w.size))
             continue
         w.need(pos, p + 2 - pos, end, "hbh", "header runs past the packet")
-        opt_len = w.u8(p + 1)
+        opt_type, opt_len = w.read(p, 2)
         if opt_type == OPT_PT and stack is None:
             w.claimed = True
             if opt_len % MCD_SIZE:
@@ -227,15 +284,21 @@ def _srh(w: _Walk, pos: int, end: int, layer: str) -> tuple[list[int], int | Non
     segments = list(range(pos + SRH_FIXED, tlv_at, 16))
     pt_tlv = None
     p = tlv_at
+    walked = 0
     while p < pos + size:
-        tlv_type = w.u8(p)
+        walked += 1
+        if walked > MANY_OPTIONS:
+            p = w.skip(_SRH_TLVS_RUN, p, pos + size)
+            if p >= pos + size:
+                break
+        tlv_type = w.frame[p]
         if tlv_type == TLV_PAD1:
-            p += 1
+            p = w.zeros(p, pos + size)
             continue
         if tlv_type == TLV_PT:  # a PT TLV claims the frame (the sink's, in an outer SRH): broken now is malformed
             w.claimed = True
         w.need(p, 2, pos + size, layer, "TLV runs past the header")
-        tlv_len = w.u8(p + 1)
+        tlv_len = w.read(p, 2)[1]  # type and length both decide
         w.need(p, 2 + tlv_len, pos + size, layer, "TLV runs past the header")
         if tlv_type == TLV_PT and pt_tlv is None:
             if tlv_len != PT_TLV_LEN:
@@ -249,13 +312,20 @@ def _addr(w: _Walk, offset: int) -> str:
     return _address_text(w.read(offset, 16))
 
 
+def _addrs(w: _Walk, offset: int, count: int) -> list[str]:
+    """`count` addresses one after the other from `offset`: one read."""
+    packed = w.read(offset, 16 * count)
+    return [_address_text(packed[i : i + 16]) for i in range(0, 16 * count, 16)]
+
+
 def _pt_tlv_values(w: _Walk, tlv: int, with_session: bool) -> None:
-    w.value(tlv + 2, "H")  # IF_ID << 4 | IF_LD
-    w.value(tlv + 4, "I")  # T64 seconds
-    w.value(tlv + 8, "I")  # T64 nanoseconds
+    w.values += (
+        (tlv + 2, "H", 2),  # IF_ID << 4 | IF_LD
+        (tlv + 4, "I", 4),  # T64 seconds
+        (tlv + 8, "I", 4),  # T64 nanoseconds
+    )
     if with_session:
-        w.value(tlv + 12, "H")
-        w.value(tlv + 14, "H")
+        w.values += ((tlv + 12, "H", 2), (tlv + 14, "H", 2))
 
 
 def _probe(w: _Walk, shape: _Shape, off: int, nh: int, end: int) -> bool:
@@ -269,21 +339,25 @@ def _probe(w: _Walk, shape: _Shape, off: int, nh: int, end: int) -> bool:
     stack = _hbh_pt_option(w, pos, end)
     if stack is None:
         return False
-    shape.src_addr = _addr(w, off + 8)
-    shape.dst = _addr(w, off + 24)
-    w.value(off, "I")  # version, traffic class, flow label
-    w.value(off + 7, "B")  # hop limit
-    w.value(stack[0], f"{stack[1]}s")
+    shape.src_addr, shape.dst = _addrs(w, off + 8, 2)
+    w.values += (
+        (off, "I", 4),  # version, traffic class, flow label
+        (off + 7, "B", 1),  # hop limit
+        (stack[0], f"{stack[1]}s", stack[1]),
+    )
     shape.stack_len = stack[1]
     nh = w.u8(pos)
     pos += _ext_size(w, NH_HOP_BY_HOP, pos, end, "hbh")
+    walked = 0
     while nh in EXT_HEADERS_8 or nh in (NH_FRAGMENT, NH_AH):
+        walked += 1
+        nh, pos = _skip_headers(w, nh, pos, end, walked)
         if _is_srh(w, nh, pos, end, "srh"):
             segments, tlv, _ = _srh(w, pos, end, "srh")
             if tlv is None:
                 w.fail("srh", pos, "no PT TLV")
                 return False
-            shape.segments = tuple(_addr(w, s) for s in reversed(segments))
+            shape.segments = tuple(reversed(_addrs(w, segments[0], len(segments)))) if segments else ()
             shape.has_src_tlv = True
             _pt_tlv_values(w, tlv, with_session=True)
             break
@@ -303,7 +377,10 @@ def _walk(w: _Walk, linktype: int) -> _Shape:
         return shape
     sink_tlv = None
     pos = off + IPV6_HEADER
+    walked = 0
     while nh in EXT_HEADERS_8 or nh in (NH_FRAGMENT, NH_AH):
+        walked += 1
+        nh, pos = _skip_headers(w, nh, pos, end, walked)
         if sink_tlv is None and _is_srh(w, nh, pos, end, "outer-srh"):
             segments, sink_tlv, size = _srh(w, pos, end, "outer-srh")
             if sink_tlv is None and len(segments) > 1:
@@ -334,14 +411,20 @@ def _tlv_over_last_sid(w: _Walk, sid: int) -> int | None:
 
 
 _address_cache: dict[bytes, str] = {}
+_IPV4_EMBEDDED = bytes(10)  # ::a.b.c.d and ::ffff:a.b.c.d: inet_ntop writes them dotted, ipaddress does not
 
 
 def _address_text(packed: bytes) -> str:
+    """The address as `str(IPv6Address(packed))` writes it (RFC 5952), by inet_ntop where both agree."""
     text = _address_cache.get(packed)
     if text is None:
         if len(_address_cache) >= MAX_LAYOUTS:
             _address_cache.clear()
-        text = _address_cache[packed] = str(IPv6Address(packed))
+        if packed.startswith(_IPV4_EMBEDDED):
+            text = str(IPv6Address(packed))
+        else:
+            text = socket.inet_ntop(socket.AF_INET6, packed)
+        _address_cache[packed] = text
     return text
 
 
@@ -372,20 +455,39 @@ def _compiled(fmt: str) -> struct.Struct:
     return st
 
 
-def _guard_spans(deciding: bytearray) -> list[tuple[int, str, int]]:
-    spans, i, n = [], 0, len(deciding)
-    while i < n:
-        if deciding[i]:
-            j = deciding.find(0, i)
-            j = n if j < 0 else j
-            spans.append((i, f"{j - i}s", j - i))
-            i = j
-        else:
-            i += 1
-    return spans
+def _guard_format(deciding: list[tuple[int, int]]) -> str:
+    """A struct format reading every run of deciding bytes (the reads, sorted and merged), skipping the gaps."""
+    deciding.sort()
+    parts, at = [">"], 0
+    start, end = deciding[0]
+    for begin, stop in deciding:
+        if begin > end:
+            parts.append(f"{start - at}x{end - start}s")
+            at, start = end, begin
+        if stop > end:
+            end = stop
+    parts.append(f"{start - at}x{end - start}s")
+    return "".join(parts)
 
 
 _NO_SRC_TLV = (0, 0, 0, 0, 0)
+_readers: dict[tuple, Callable[[bytes], tuple]] = {}
+
+
+def _values_reader(values: tuple[tuple[int, str, int], ...], has_src_tlv: bool) -> Callable[[bytes], tuple]:
+    """One unpack of every value field (offset, code, size) of a layout; shared by layouts that agree."""
+    reader = _readers.get((values, has_src_tlv))
+    if reader is None:
+        if len(_readers) >= MAX_KINDS:
+            _readers.clear()
+        reader = _compiled(_struct_format(list(values))).unpack_from
+        if not has_src_tlv:
+
+            def reader(frame: bytes, _unpack: Callable = reader) -> tuple:
+                return _unpack(frame) + _NO_SRC_TLV
+
+        _readers[values, has_src_tlv] = reader
+    return reader
 
 
 class Layout:
@@ -401,11 +503,12 @@ class Layout:
 class _Guard:
     """The deciding bytes of one kind of frame, and the layouts seen for each of their values."""
 
-    __slots__ = ("layouts", "unpack")
+    __slots__ = ("hits", "layouts", "unpack")
 
     def __init__(self, unpack: Callable[[bytes], tuple]) -> None:
         self.unpack = unpack
         self.layouts: dict[tuple, Layout] = {}
+        self.hits = 0  # frames it decoded (halved every AGE_EVERY walks): the busiest guards are tried first
 
 
 def _checked_shift(shift: int | None) -> int | None:
@@ -432,22 +535,37 @@ class Decoder:
         prefixes = [(IPv6Network(prefix), _checked_shift(shift)) for prefix, shift in (shift_by_source or {}).items()]
         # longest first, so the first prefix holding a source is the most specific one
         self.prefix_shifts = tuple(sorted(prefixes, key=lambda entry: -entry[0].prefixlen))
+        # at most GUARDS_PER_LENGTH guards per (link type, frame length), busiest first: a frame costs
+        # at most that many guard checks, then at most one walk, however many layouts share its length
         self._guards: dict[tuple[int, int], list[_Guard]] = {}
         self._layout_count = 0
         self._hop_cache = _HopCache()
+        self.walks = 0  # frames walked field by field (every frame no cached layout held)
+        self._builders: dict[tuple, Callable[..., Record]] = {}
+        self._hop_readers: dict[tuple[int, int | None], Callable[..., tuple[Hop, ...]]] = {}
+        # the reads of each kind of frame walked: its guard, compiled from the second walk on
+        self._kinds: dict[tuple, Callable[[bytes], tuple] | None] = {}
 
     def decode(self, frame: bytes, capture_ns: int = 0, linktype: int = LINKTYPE_ETHERNET) -> Record | None:
         """The probe record of one frame; None if it is no PT probe; DecodeError if malformed."""
-        for guard in self._guards.get((linktype, len(frame)), ()):
-            layout = guard.layouts.get(guard.unpack(frame))
-            if layout is not None:
-                return layout.build(layout.values(frame), capture_ns)
+        guards = self._guards.get((linktype, len(frame)))
+        if guards is not None:
+            for guard in guards:
+                layout = guard.layouts.get(guard.unpack(frame))
+                if layout is not None:
+                    guard.hits += 1
+                    if guard is not guards[0]:
+                        _promote(guards, guard)
+                    return layout.build(layout.values(frame), capture_ns)
         layout = self._learn(frame, linktype)
         if layout is None:
             return None
         return layout.build(layout.values(frame), capture_ns)
 
     def _learn(self, frame: bytes, linktype: int) -> Layout | None:
+        self.walks += 1
+        if not self.walks % AGE_EVERY:
+            self._age()
         w = _Walk(frame)
         try:
             shape = _walk(w, linktype)
@@ -455,31 +573,40 @@ class Decoder:
             return None
         except (IndexError, struct.error) as exc:  # pragma: no cover - a walk bug, never input's fault
             raise AssertionError(f"decoder walk read out of bounds: {exc}") from exc
-        values = _compiled(_struct_format([(o, c, struct.calcsize(">" + c)) for o, c in w.values]))
-        unpack_values = values.unpack_from
-        if not shape.has_src_tlv:
-
-            def unpack_values(frame: bytes, _unpack: Callable = values.unpack_from) -> tuple:
-                return _unpack(frame) + _NO_SRC_TLV
-
-        layout = Layout(unpack_values, self._builder(shape))
-        self._remember(linktype, frame, w.deciding, layout)
+        layout = Layout(_values_reader(tuple(w.values), shape.has_src_tlv), self._builder(shape))
+        reads = (linktype, len(frame), tuple(w.deciding))  # the same reads: the same deciding bytes
+        if reads in self._kinds:  # a kind of frame seen before: worth a guard
+            unpack = self._kinds[reads]
+            if unpack is None:
+                unpack = self._kinds[reads] = _compiled(_guard_format(w.deciding)).unpack_from
+            self._remember(linktype, frame, unpack, layout)
+        else:  # a one-off (a crafted frame, a mutation) compiles no guard and takes no guard's place
+            if len(self._kinds) >= MAX_KINDS:
+                self._kinds.clear()
+            self._kinds[reads] = None
         return layout
 
-    def _remember(self, linktype: int, frame: bytes, deciding: bytearray, layout: Layout) -> None:
+    def _remember(self, linktype: int, frame: bytes, unpack: Callable[[bytes], tuple], layout: Layout) -> None:
         if self._layout_count >= MAX_LAYOUTS:
             self._guards.clear()
             self._layout_count = 0
-        unpack = _compiled(_struct_format(_guard_spans(deciding))).unpack_from
         guards = self._guards.setdefault((linktype, len(frame)), [])
         for guard in guards:
             if guard.unpack == unpack:
                 break
         else:
             guard = _Guard(unpack)
+            if len(guards) >= GUARDS_PER_LENGTH:  # the least busy one makes room (its layouts go with it)
+                self._layout_count -= len(guards.pop().layouts)
             guards.append(guard)
         guard.layouts[unpack(frame)] = layout
         self._layout_count += 1
+
+    def _age(self) -> None:
+        """Halve every guard's hits, so that a guard busy long ago yields its place to today's."""
+        for guards in self._guards.values():
+            for guard in guards:
+                guard.hits >>= 1
 
     def shift_for(self, src_addr: str) -> int | None:
         """The TTS shift of the midpoints on paths from the source `src_addr`."""
@@ -491,10 +618,23 @@ class Decoder:
         return self.tts_shift
 
     def _builder(self, shape: _Shape) -> Callable[..., Record]:
+        """The record maker of a layout: one per set of constants (layouts of one path share it)."""
+        key = (shape.src_addr, shape.sink_addr, shape.dst, shape.segments, shape.has_src_tlv, shape.stack_len)
+        build = self._builders.get(key)
+        if build is None:
+            if len(self._builders) >= MAX_LAYOUTS:
+                self._builders.clear()
+            build = self._builders[key] = self._new_builder(shape)
+        return build
+
+    def _new_builder(self, shape: _Shape) -> Callable[..., Record]:
         src_addr, sink_addr, dst, segments = shape.src_addr, shape.sink_addr, shape.dst, shape.segments
         src_known = shape.has_src_tlv
         # the source address is a layout constant: its shift is looked up once here, never per frame
-        hops_of = self._hops_reader(shape.stack_len, self.shift_for(src_addr))
+        hops_key = (shape.stack_len, self.shift_for(src_addr))
+        hops_of = self._hop_readers.get(hops_key)
+        if hops_of is None:  # few: one per stack size and shift
+            hops_of = self._hop_readers[hops_key] = self._hops_reader(*hops_key)
 
         if sink_addr is None:
 
@@ -549,6 +689,13 @@ class Decoder:
             return tuple(Hop(hop.if_id, hop.if_load, hop.tts, t) for hop, t in zip(path, times, strict=True))
 
         return hops
+
+
+def _promote(guards: list[_Guard], guard: _Guard) -> None:
+    """Move `guard` one place up if it has now decoded more frames than the one before it."""
+    at = guards.index(guard)
+    if guards[at - 1].hits < guard.hits:
+        guards[at - 1], guards[at] = guard, guards[at - 1]
 
 
 _EMPTY_MCD = bytes(MCD_SIZE)
