@@ -76,31 +76,41 @@ pub fn write(out: &mut Vec<u8>, a: &[u8; 16]) {
 pub struct Cache {
     slots: Vec<([u8; 16], u8, [u8; 39])>,
     used: Vec<bool>,
+    recent: Vec<bool>, // per set: the first way was used last
 }
 
 const SLOTS: usize = 4096;
 
 impl Default for Cache {
     fn default() -> Self {
-        Cache { slots: vec![([0; 16], 0, [0; 39]); SLOTS], used: vec![false; SLOTS] }
+        Cache { slots: vec![([0; 16], 0, [0; 39]); SLOTS], used: vec![false; SLOTS], recent: vec![false; SLOTS / 2] }
     }
 }
 
 impl Cache {
-    /// The text of the address `a`.
+    /// The text of the address `a` (two ways per set: a probe's 4 to 8 addresses rarely evict each other).
     pub fn text(&mut self, a: &[u8; 16]) -> &[u8] {
         let x = u128::from_ne_bytes(*a);
         let mixed = (x as u64 ^ (x >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let i = (mixed >> 52) as usize & (SLOTS - 1);
-        let slot = &mut self.slots[i];
-        if !self.used[i] || slot.0 != *a {
+        let set = (mixed >> 51) as usize & (SLOTS - 2);
+        let i = if self.used[set] && self.slots[set].0 == *a {
+            set
+        } else if self.used[set + 1] && self.slots[set + 1].0 == *a {
+            set + 1
+        } else {
+            // the way not used last time is replaced
+            let i = if self.recent[set / 2] { set + 1 } else { set };
             let mut text = Vec::with_capacity(39);
             write(&mut text, a);
+            let slot = &mut self.slots[i];
             slot.0 = *a;
             slot.1 = text.len() as u8;
             slot.2[..text.len()].copy_from_slice(&text);
             self.used[i] = true;
-        }
+            i
+        };
+        self.recent[set / 2] = i == set;
+        let slot = &self.slots[i];
         &slot.2[..slot.1 as usize]
     }
 }

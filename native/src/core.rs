@@ -2,6 +2,7 @@
 //! JSON or msgpack bytes exactly as msgspec writes `pt_collector.record.Record`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::addr;
 use crate::tts::{midpoint_times, MAX_SHIFT};
@@ -51,14 +52,42 @@ pub struct Output {
     pub records: Vec<(u32, u32, u32)>,
     /// Per source node in first-seen order: (address, address text, record count).
     pub groups: Vec<([u8; 16], String, u32)>,
-    group_of: HashMap<[u8; 16], u32>,
+    group_of: HashMap<[u8; 16], u32, BuildHasherDefault<AddressHasher>>,
     pub frames: u64,
     pub not_pt: u64,
     /// (layer, reason, count), in first-seen order.
     pub malformed: Vec<(&'static str, &'static str, u64)>,
 }
 
+/// A hasher for 16-byte addresses (keys ptc made from the probes' own bytes: no need for SipHash's
+/// flooding defence, a batch's groups are bounded by its frames).
+#[derive(Default)]
+pub struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_ne_bytes(word)).wrapping_mul(0x517C_C1B7_2722_0A95);
+        }
+    }
+}
+
 impl Output {
+    /// An output with room for about `frames` records of `format`.
+    pub fn with_capacity(frames: usize, format: Format) -> Self {
+        let per_record = if format == Format::Json { 800 } else { 560 };
+        Output {
+            data: Vec::with_capacity(frames * per_record),
+            records: Vec::with_capacity(frames),
+            ..Default::default()
+        }
+    }
+
     pub fn decoded(&self) -> usize {
         self.records.len()
     }

@@ -232,7 +232,7 @@ impl Decoder {
     /// Decode frames: each (capture_ns, frame) with `linktype`, or (linktype, capture_ns, frame) as pcap.Frame.
     #[pyo3(signature = (frames, linktype = 1))]
     fn decode_frames(&mut self, frames: &Bound<'_, PyAny>, linktype: u32) -> PyResult<Batch> {
-        let mut out = Output::default();
+        let mut out = Output::with_capacity(frames.len().unwrap_or(0), self.core.format);
         for (index, item) in frames.try_iter()?.enumerate() {
             let item = item?;
             let tuple = item.cast::<PyTuple>()?;
@@ -272,7 +272,7 @@ impl Decoder {
         let reader = &mut reader.reader;
         let limit = max_frames.unwrap_or(usize::MAX);
         let (out, at, error) = py.detach(|| {
-            let mut out = Output::default();
+            let mut out = Output::with_capacity(limit.min(data.len() / 200), core.format);
             let mut at = 0;
             let mut error = None;
             let mut index = 0u32;
