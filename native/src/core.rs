@@ -8,6 +8,16 @@ use crate::addr;
 use crate::tts::{midpoint_times, MAX_SHIFT};
 use crate::walk::{walk, Shape, Stop, MCD_SIZE};
 
+/// A field of a map: JSON writes `,"name":` (no comma for the first) in one copy, msgpack the key.
+macro_rules! field {
+    ($w:ty, $out:expr, first $name:literal) => {
+        <$w>::field($out, $name, concat!("\"", $name, "\":").as_bytes())
+    };
+    ($w:ty, $out:expr, $name:literal) => {
+        <$w>::field($out, $name, concat!(",\"", $name, "\":").as_bytes())
+    };
+}
+
 const NS_PER_S: i64 = 1_000_000_000;
 const SCHEMA_VERSION: u8 = 1;
 
@@ -211,31 +221,24 @@ impl Core {
         }
 
         W::map(out, 13);
-        W::key(out, "v");
+        field!(W, out, first "v");
         W::uint(out, SCHEMA_VERSION as u64);
-        W::sep(out);
-        W::key(out, "capture_ns");
+        field!(W, out, "capture_ns");
         W::uint(out, capture_ns);
-        W::sep(out);
-        W::key(out, "session_id");
+        field!(W, out, "session_id");
         W::uint(out, session as u64);
-        W::sep(out);
-        W::key(out, "sequence");
+        field!(W, out, "sequence");
         W::uint(out, sequence as u64);
-        W::sep(out);
-        W::key(out, "src");
+        field!(W, out, "src");
         self.node::<W>(out, src, word, if src_known { src_ns } else { 0 });
-        W::sep(out);
-        W::key(out, "sink");
+        field!(W, out, "sink");
         match sink {
             Some((sink_word, sink_ns, sink_addr)) => self.node::<W>(out, sink_addr, sink_word, sink_ns),
             None => W::null(out),
         }
-        W::sep(out);
-        W::key(out, "dst");
+        field!(W, out, "dst");
         self.address::<W>(out, addr16(f, p + 24));
-        W::sep(out);
-        W::key(out, "segments");
+        field!(W, out, "segments");
         let (first, n) = shape.segments;
         W::array(out, n);
         for i in (0..n).rev() {
@@ -245,22 +248,18 @@ impl Core {
             }
         }
         W::end_array(out);
-        W::sep(out);
-        W::key(out, "hops");
+        field!(W, out, "hops");
         W::array(out, count);
         for (k, i) in (0..count).rev().enumerate() {
             let m = &stack[i * MCD_SIZE..i * MCD_SIZE + MCD_SIZE];
             W::map(out, 4);
-            W::key(out, "if_id");
+            field!(W, out, first "if_id");
             W::uint(out, ((m[0] as u64) << 4) | (m[1] as u64 >> 4));
-            W::sep(out);
-            W::key(out, "if_load");
+            field!(W, out, "if_load");
             W::uint(out, m[1] as u64 & 0xF);
-            W::sep(out);
-            W::key(out, "tts");
+            field!(W, out, "tts");
             W::uint(out, m[2] as u64);
-            W::sep(out);
-            W::key(out, "time_ns");
+            field!(W, out, "time_ns");
             match if timed { self.times[k] } else { None } {
                 Some(t) => W::int(out, t),
                 None => W::null(out),
@@ -271,20 +270,16 @@ impl Core {
             }
         }
         W::end_array(out);
-        W::sep(out);
-        W::key(out, "e2e_ns");
+        field!(W, out, "e2e_ns");
         match sink {
             Some((_, sink_ns, _)) if src_known => W::int(out, sink_ns - src_ns),
             _ => W::null(out),
         }
-        W::sep(out);
-        W::key(out, "traffic_class");
+        field!(W, out, "traffic_class");
         W::uint(out, (vtcfl >> 20 & 0xFF) as u64);
-        W::sep(out);
-        W::key(out, "flow_label");
+        field!(W, out, "flow_label");
         W::uint(out, (vtcfl & 0xFFFFF) as u64);
-        W::sep(out);
-        W::key(out, "hop_limit");
+        field!(W, out, "hop_limit");
         W::uint(out, f[p + 7] as u64);
         W::end_map(out);
         W::end_record(out);
@@ -292,16 +287,13 @@ impl Core {
 
     fn node<W: Writer>(&mut self, out: &mut Vec<u8>, a: &[u8; 16], word: u16, time_ns: i64) {
         W::map(out, 4);
-        W::key(out, "addr");
+        field!(W, out, first "addr");
         self.address::<W>(out, a);
-        W::sep(out);
-        W::key(out, "if_id");
+        field!(W, out, "if_id");
         W::uint(out, (word >> 4) as u64);
-        W::sep(out);
-        W::key(out, "if_load");
+        field!(W, out, "if_load");
         W::uint(out, (word & 0xF) as u64);
-        W::sep(out);
-        W::key(out, "time_ns");
+        field!(W, out, "time_ns");
         W::int(out, time_ns);
         W::end_map(out);
     }
@@ -315,7 +307,8 @@ impl Core {
 trait Writer {
     fn map(out: &mut Vec<u8>, n: usize);
     fn end_map(out: &mut Vec<u8>);
-    fn key(out: &mut Vec<u8>, k: &'static str);
+    /// A map's field name: `json` is its JSON text with the comma before it, if any.
+    fn field(out: &mut Vec<u8>, name: &'static str, json: &'static [u8]);
     fn sep(out: &mut Vec<u8>);
     fn array(out: &mut Vec<u8>, n: usize);
     fn end_array(out: &mut Vec<u8>);
@@ -336,10 +329,8 @@ impl Writer for Json {
     fn end_map(out: &mut Vec<u8>) {
         out.push(b'}');
     }
-    fn key(out: &mut Vec<u8>, k: &'static str) {
-        out.push(b'"');
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b"\":");
+    fn field(out: &mut Vec<u8>, _: &'static str, json: &'static [u8]) {
+        out.extend_from_slice(json);
     }
     fn sep(out: &mut Vec<u8>) {
         out.push(b',');
@@ -378,10 +369,10 @@ impl Writer for Msgpack {
         out.push(0x80 | n as u8);
     }
     fn end_map(_: &mut Vec<u8>) {}
-    fn key(out: &mut Vec<u8>, k: &'static str) {
-        debug_assert!(k.len() < 32);
-        out.push(0xa0 | k.len() as u8);
-        out.extend_from_slice(k.as_bytes());
+    fn field(out: &mut Vec<u8>, name: &'static str, _: &'static [u8]) {
+        debug_assert!(name.len() < 32);
+        out.push(0xa0 | name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
     }
     fn sep(_: &mut Vec<u8>) {}
     fn array(out: &mut Vec<u8>, n: usize) {
