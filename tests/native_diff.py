@@ -23,6 +23,7 @@ SHIFTS: list[tuple[int | None, dict[str, int]]] = [
     (0, {}),
     (24, {}),
     (8, {"2001:db8::/32": 18, "2001:db8:1::/48": 12, "2001:db8:3::1/128": 20, "fc00::/7": 16}),
+    (None, {"2001:db8:2::/48": 18, "::/0": 0}),  # no global shift: the prefixes alone, ::/0 as the catch-all
 ]
 
 
