@@ -40,8 +40,8 @@ HERE = Path(__file__).resolve().parent
 def frame_sets(typical_count: int) -> dict[str, list[bytes]]:
     from crafted import crafted_frames, crafted_varied, many_headers, many_options, mutations
 
-    from pt_collector.encode import ethernet
-    from pt_collector.generate import generate
+    from pt_collector.codec.encode import ethernet
+    from pt_collector.codec.generate import generate
 
     typical = [ethernet(packet) for _, packet in generate(typical_count, sources=16, seed=11)]
     return {
@@ -58,7 +58,7 @@ def frame_sets(typical_count: int) -> dict[str, list[bytes]]:
 
 def rate(frames: list[bytes], tts_shift: int | None) -> tuple[float, int]:
     """(frames/s, records) of a fresh decoder over `frames`."""
-    from pt_collector.decode import DecodeError, Decoder
+    from pt_collector.codec.decode import DecodeError, Decoder
 
     decode = Decoder(tts_shift).decode
     records = 0
@@ -89,12 +89,15 @@ def main() -> int:
             per_s, records[name] = rate(frames, args.tts_shift)
             best[name] = max(best.get(name, 0.0), per_s)
 
-    import pt_collector.decode
+    import pt_collector.codec.decode
 
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
-    print(f"# decoder: {pt_collector.decode.__file__}, tts-shift {args.tts_shift}, best of {args.repeat}, interleaved")
+    print(
+        f"# decoder: {pt_collector.codec.decode.__file__}, tts-shift {args.tts_shift},"
+        f" best of {args.repeat}, interleaved"
+    )
     typical = best["typical (16 sources)"]
     print(f"{'frames':<30} {'count':>8} {'records':>8} {'frames/s':>10} {'us/frame':>9} {'x typical':>10}")
     for name, per_s in best.items():

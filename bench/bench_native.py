@@ -5,7 +5,7 @@
                                  [--python-count 100000] [--diff 0]
 
 Realistic traffic: `--count` encapsulated probes (5 MCDs, 3 segments) on `--sources` ECMP paths, every probe
-with its own sequence, times, loads and TTS (pt_collector.generate, as `ptc generate`), TTS shift 18, made
+with its own sequence, times, loads and TTS (pt_collector.codec.generate, as `ptc generate`), TTS shift 18, made
 once into bench/out/. Pinned to one core. Figures, best of --repeat, interleaved:
   native pcap -> JSON lines / msgpack   decode_capture over the mapped file: read in place, decode, encode
   native frames -> JSON lines / msgpack decode_frames over (capture_ns, bytes) lists of 4,096 frames
@@ -34,11 +34,11 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from baseline_decoder import BaselineDecoder  # noqa: E402
 from native_diff import mutations, native_engine, python_engine  # noqa: E402
 
-from pt_collector.decode import DecodeError, Decoder  # noqa: E402
-from pt_collector.encode import ethernet  # noqa: E402
-from pt_collector.generate import generate  # noqa: E402
-from pt_collector.pcap import PcapWriter, read_capture  # noqa: E402
-from pt_collector.record import to_json_lines  # noqa: E402
+from pt_collector.capture.pcap import PcapWriter, read_capture  # noqa: E402
+from pt_collector.codec.decode import DecodeError, Decoder  # noqa: E402
+from pt_collector.codec.encode import ethernet  # noqa: E402
+from pt_collector.codec.generate import generate  # noqa: E402
+from pt_collector.codec.record import to_json_lines  # noqa: E402
 
 try:
     from pt_collector import _native

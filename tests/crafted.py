@@ -12,9 +12,9 @@ import itertools
 import random
 from collections.abc import Iterator
 
-from pt_collector.encode import PtTlv, encapsulate, ethernet, hop_by_hop, ipv6, pad_options, srh
-from pt_collector.generate import DEFAULT_START_NS
-from pt_collector.wire import MCD_SIZE, NH_DEST_OPTS, NH_HOP_BY_HOP, NH_NONE, NH_ROUTING
+from pt_collector.codec.encode import PtTlv, encapsulate, ethernet, hop_by_hop, ipv6, pad_options, srh
+from pt_collector.codec.generate import DEFAULT_START_NS
+from pt_collector.codec.wire import MCD_SIZE, NH_DEST_OPTS, NH_HOP_BY_HOP, NH_NONE, NH_ROUTING
 
 FRAME_SIZE = 600  # every crafted frame is padded to this length
 MAX_MCDS = 12  # the stack a PT source sends (opt data len 36)

@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from pt_collector.decode import DecodeError, Decoder
-from pt_collector.encode import ethernet
-from pt_collector.generate import generate
-from pt_collector.record import Record, json_encoder, msgpack_encoder
+from pt_collector.codec.decode import DecodeError, Decoder
+from pt_collector.codec.encode import ethernet
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import Record, json_encoder, msgpack_encoder
 
 Frame = tuple[int, int, bytes]  # linktype, capture_ns, frame (pcap.Frame)
 

@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 from netns import mark, marker, receive, receive_many, wait_readable
 
-from pt_collector import encode
 from pt_collector.capture import CaptureSetupError, RingReceiver, SocketReceiver, compile_expression, kernel_stats
-from pt_collector.generate import generate
+from pt_collector.codec import encode
+from pt_collector.codec.generate import generate
 
 RECEIVERS = {"ring": RingReceiver, "socket": SocketReceiver}
 Q, AD, OLD = 0x8100, 0x88A8, 0x9100

@@ -159,7 +159,7 @@ def test_32_bit_ring_counts_are_an_error_not_a_traceback():
 )
 def test_ptc_collect_refuses_a_ring_too_large_before_asking_the_kernel(veth, tmp_path, args, says):
     """Through the command line: exit status 2 (usage), the limit named on the Error line, no ring set up."""
-    command = [sys.executable, "-m", "pt_collector.cli", "collect", "--iface", veth.rx_iface]
+    command = [sys.executable, "-m", "pt_collector.cli.main", "collect", "--iface", veth.rx_iface]
     done = subprocess.run(
         [*command, "--output", str(tmp_path / "out.jsonl"), *args], capture_output=True, text=True, timeout=30
     )

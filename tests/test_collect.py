@@ -8,12 +8,12 @@ import os
 import signal
 
 from pt_collector import DecodeError, Decoder
-from pt_collector.collect import BURST, Worker, run_worker
-from pt_collector.encode import ethernet
-from pt_collector.generate import generate
-from pt_collector.pcap import read_capture
-from pt_collector.sinks import ListSink
-from pt_collector.stats import CollectStats
+from pt_collector.capture.pcap import read_capture
+from pt_collector.codec.encode import ethernet
+from pt_collector.codec.generate import generate
+from pt_collector.pipeline.collect import BURST, Worker, run_worker
+from pt_collector.pipeline.sinks import ListSink
+from pt_collector.pipeline.stats import CollectStats
 
 
 class FakeReceiver:

@@ -19,12 +19,12 @@ import msgspec
 import pytest
 
 from pt_collector import Decoder
-from pt_collector.encode import ethernet, ipv6
-from pt_collector.generate import generate
-from pt_collector.record import Record, from_json_lines
-from pt_collector.wire import NH_UDP
+from pt_collector.codec.encode import ethernet, ipv6
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import Record, from_json_lines
+from pt_collector.codec.wire import NH_UDP
 
-PTC = [sys.executable, "-m", "pt_collector.cli"]
+PTC = [sys.executable, "-m", "pt_collector.cli.main"]
 
 
 def frames_to_send(count: int, seed: int = 11) -> tuple[list[bytes], list[bytes]]:

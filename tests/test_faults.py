@@ -26,10 +26,10 @@ from test_fleet import by_source
 from test_kafka_delivery import new_topic
 from test_operations import free_port, get, metric, wait_health
 
-from pt_collector.encode import ethernet
-from pt_collector.generate import generate
-from pt_collector.pcap import PcapWriter
-from pt_collector.record import Record
+from pt_collector.capture.pcap import PcapWriter
+from pt_collector.codec.encode import ethernet
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import Record
 
 ALICE = ("alice", "alice-secret")
 FAULTS_CONFIG = """

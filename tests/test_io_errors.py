@@ -25,10 +25,10 @@ from kafka_fixture import Broker
 from test_collect_veth import Collector, frames_to_send
 from test_worker_restart import probes as probes_from_16_sources
 
-from pt_collector.cli import main
-from pt_collector.record import from_json_lines
+from pt_collector.cli.main import main
+from pt_collector.codec.record import from_json_lines
 
-PTC = [sys.executable, "-m", "pt_collector.cli"]
+PTC = [sys.executable, "-m", "pt_collector.cli.main"]
 NO_SPACE = "No space left on device"
 
 

@@ -22,11 +22,12 @@ from crafted import CRAFTED_SOURCE, FRAME_SIZE, crafted_frames, crafted_packet, 
 from test_collect_veth import Collector, expected_records, without_capture_time
 from test_flood import interleave
 
-from pt_collector import DecodeError, decode
-from pt_collector.decode import Decoder
-from pt_collector.encode import ethernet
-from pt_collector.generate import generate
-from pt_collector.record import from_json_lines
+from pt_collector import DecodeError
+from pt_collector.codec import decode
+from pt_collector.codec.decode import Decoder
+from pt_collector.codec.encode import ethernet
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import from_json_lines
 
 MAX_GUARDS = 4  # the promise: at most this many guard checks per frame, then at most one walk
 CRAFTED = 3000
@@ -159,8 +160,8 @@ def test_a_crafted_layout_flood_costs_no_probe_over_veth(veth, tmp_path):
 
 def _many_headers_probe(rng: random.Random) -> bytes:
     """A probe with up to 40 small options around the PT one, up to 40 extension headers before its SRH."""
-    from pt_collector.encode import PtTlv, encapsulate, hop_by_hop, ipv6, srh
-    from pt_collector.wire import NH_DEST_OPTS, NH_FRAGMENT, NH_HOP_BY_HOP, NH_NONE, NH_ROUTING
+    from pt_collector.codec.encode import PtTlv, encapsulate, hop_by_hop, ipv6, srh
+    from pt_collector.codec.wire import NH_DEST_OPTS, NH_FRAGMENT, NH_HOP_BY_HOP, NH_NONE, NH_ROUTING
 
     def options() -> bytes:
         return b"".join(

@@ -10,7 +10,7 @@ from pathlib import Path
 from test_collect_veth import Collector
 from test_operations import free_port, get
 
-from pt_collector.metrics import CONNECTION_DEADLINE_S
+from pt_collector.ops.metrics import CONNECTION_DEADLINE_S
 
 
 def listening_addresses(port: int) -> set[str]:

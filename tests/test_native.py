@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from native_diff import SHIFTS, mutations, native_engine, native_outcome, python_engine, realistic
 from test_properties import LINKTYPES, SETTINGS, mutated, probes
 
-from pt_collector.encode import PtTlv, encapsulate, ethernet, mcd, probe
-from pt_collector.pcap import CaptureError, PcapWriter, read_capture
-from pt_collector.record import Record, json_encoder, msgpack_encoder
+from pt_collector.capture.pcap import CaptureError, PcapWriter, read_capture
+from pt_collector.codec.encode import PtTlv, encapsulate, ethernet, mcd, probe
+from pt_collector.codec.record import Record, json_encoder, msgpack_encoder
 
 native = pytest.importorskip("pt_collector._native", reason="pt_collector._native is not built (no Rust toolchain)")
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from test_collect_veth import Collector, expected_records, without_capture_time
 from test_operations import free_port, get, metric
 
-from pt_collector.encode import ethernet
-from pt_collector.generate import generate
-from pt_collector.record import from_json_lines
+from pt_collector.codec.encode import ethernet
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import from_json_lines
 
 
 def children(pid: int) -> list[int]:

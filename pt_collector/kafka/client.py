@@ -22,9 +22,9 @@ from aiokafka.errors import ClusterAuthorizationFailedError, KafkaConnectionErro
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
+from ..codec.record import Record
 from .kinds import decode_any_message
 from .message import MessageError
-from .record import Record
 
 DEFAULT_BROKERS = "127.0.0.1:9092"
 DEFAULT_TOPIC = "pt-probes"

@@ -11,8 +11,32 @@ from typing import Any
 
 import click
 
-from .board import StatsBoard
-from .cli_util import (
+from ..codec.decode import Decoder
+from ..codec.tts import MAX_SHIFT
+from ..kafka.client import KafkaUnavailable
+from ..kafka.sink import KafkaSink, Say
+from ..ops.board import StatsBoard
+from ..ops.config import decoder_for, rules_for
+from ..ops.display import Display, counter_fields
+from ..ops.metrics import MetricsServer
+from ..ops.privileges import PrivilegeError, drop_privileges, lookup
+from ..ops.workers import EXIT_FATAL, ON_EXIT, run_workers
+from ..pipeline.collect import (
+    CaptureSettings,
+    Opened,
+    ParentReceivers,
+    Worker,
+    file_delivery,
+    kafka_delivery,
+    open_receiver,
+    run_worker,
+)
+from ..pipeline.functions import RuleEngine
+from ..pipeline.routing import RoutedSink, file_routes, open_kafka_output
+from ..pipeline.rules import Ruleset
+from ..pipeline.sinks import JsonLinesSink, OutputError, Sink
+from ..pipeline.stats import CollectStats
+from .common import (
     EXIT_FAILED,
     TTS_SHIFT_HELP,
     Failed,
@@ -23,21 +47,6 @@ from .cli_util import (
     output_name,
     run_async,
 )
-from .collect import (
-    CaptureSettings,
-    Opened,
-    ParentReceivers,
-    Worker,
-    file_delivery,
-    kafka_delivery,
-    open_receiver,
-    run_worker,
-)
-from .config import decoder_for, rules_for
-from .decode import Decoder
-from .display import Display, counter_fields
-from .functions import RuleEngine
-from .kafka import KafkaUnavailable
 from .kafka_options import (
     CLUSTER_PARAMS,
     PRODUCER_PARAMS,
@@ -49,15 +58,6 @@ from .kafka_options import (
     producer_settings_from,
     topic_option,
 )
-from .kafka_sink import KafkaSink, Say
-from .metrics import MetricsServer
-from .privileges import PrivilegeError, drop_privileges, lookup
-from .routing import RoutedSink, file_routes, open_kafka_output
-from .rules import Ruleset
-from .sinks import JsonLinesSink, OutputError, Sink
-from .stats import CollectStats
-from .tts import MAX_SHIFT
-from .workers import EXIT_FATAL, ON_EXIT, run_workers
 
 TICK_S = 1.0  # with flow rules, histogram windows close by the wall clock this often while no probe comes
 REPORT_INTERVAL_S = 1.0  # workers post their counters this often: table, log lines and /metrics read them
@@ -177,8 +177,8 @@ def collect(
     the --output cannot be written (a full disk: capture stops in every
     worker, no restart; what was decoded and not written counts as failed).
     """
-    from .capture import CaptureSetupError, FilterError, compile_expression, open_packet_socket
-    from .capture.ring import interface_mtu, memory, ring_geometry_problem
+    from ..capture import CaptureSetupError, FilterError, compile_expression, open_packet_socket
+    from ..capture.ring import interface_mtu, memory, ring_geometry_problem
 
     if output is not None and (given := given_on_command_line(ctx, PRODUCER_PARAMS + CLUSTER_PARAMS)):
         raise click.UsageError(f"{', '.join(given)}: Kafka options, but --output writes a file")
@@ -256,7 +256,7 @@ def _run(
         status, stats = _one_worker(settings, tts_shift, opener, report, display.say, user)
         board.post(0, stats)
         return status
-    from .capture import CaptureSetupError
+    from ..capture import CaptureSetupError
 
     try:
         receivers = ParentReceivers(settings, workers)
@@ -312,7 +312,7 @@ def _one_worker(
     opened: Opened | None = None,
 ) -> tuple[int, CollectStats]:
     """Capture until stopped: (exit status, counters); errors, and the shutdown flush, are a line through `say`."""
-    from .capture import CaptureSetupError
+    from ..capture import CaptureSetupError
 
     try:
         worker = run_async(_capture(settings, decoder_for(tts_shift), opener, report, user, opened))

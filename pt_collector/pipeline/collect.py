@@ -16,16 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .decode import DecodeError, Decoder
-from .pcap import Frame
-from .record import Record
+from ..capture.pcap import Frame
+from ..codec.decode import DecodeError, Decoder
+from ..codec.record import Record
+from ..codec.wire import LINKTYPE_ETHERNET
 from .sinks import JsonLinesSink, OutputError, Sink
 from .stats import BROKER_DOWN, BROKER_UNKNOWN, BROKER_UP, CollectStats
-from .wire import LINKTYPE_ETHERNET
 
 if TYPE_CHECKING:
-    from .capture import Receiver, SharedReceiver
-    from .kafka_sink import KafkaSink
+    from ..capture import Receiver, SharedReceiver
+    from ..kafka.sink import KafkaSink
 
 BURST = 4096  # frames drained per wakeup at most: the loop stays responsive under a flood
 
@@ -207,7 +207,7 @@ class CaptureSettings:
 
 def open_receiver(settings: CaptureSettings) -> tuple[Receiver, Callable[[], tuple[int, int]]]:
     """The receiver and its kernel counters (CaptureSetupError when the interface cannot be captured on)."""
-    from .capture import DEFAULT_PROGRAM, RingReceiver, SocketReceiver, kernel_stats
+    from ..capture import DEFAULT_PROGRAM, RingReceiver, SocketReceiver, kernel_stats
 
     program = list(settings.program) if settings.program is not None else DEFAULT_PROGRAM
     receiver: Receiver

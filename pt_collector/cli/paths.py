@@ -8,14 +8,14 @@ from typing import Any
 
 import click
 
-from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, run_async, stdout_report
-from .config import decoder_for
-from .kafka import ConsumeStats, KafkaUnavailable, consume
+from ..codec.record import Record
+from ..codec.tts import MAX_SHIFT
+from ..kafka.client import ConsumeStats, KafkaUnavailable, consume
+from ..ops.config import decoder_for
+from ..pipeline.paths import PathStats, PathTable
+from ..pipeline.replay import replay
+from .common import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, run_async, stdout_report
 from .kafka_options import CLUSTER_PARAMS, cluster_from, cluster_options, given_on_command_line, topic_option
-from .paths import PathStats, PathTable
-from .record import Record
-from .replay import replay
-from .tts import MAX_SHIFT
 
 NS_PER_MS = 1_000_000
 PLOT_LEGEND_MAX = 12  # paths named in the plot's legend

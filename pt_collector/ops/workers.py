@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from .stats import CollectStats
+from ..pipeline.stats import CollectStats
 
 # child(index, report) runs one worker to its end and returns its exit status;
 # report(stats) sends its counters to the parent.

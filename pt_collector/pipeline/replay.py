@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .decode import DecodeError, Decoder
-from .pcap import CaptureError, Frame, read_capture
-from .record import Record
+from ..capture.pcap import CaptureError, Frame, read_capture
+from ..codec.decode import DecodeError, Decoder
+from ..codec.record import Record
 from .sinks import Sink
 
 BATCH = 1024

@@ -13,8 +13,8 @@ from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..codec.record import Record
 from .path_histogram import PathKey, SessionGaps, path_key, probe_time
-from .record import Record
 
 
 @dataclass

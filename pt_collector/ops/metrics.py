@@ -25,8 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..codec.histogram import Histogram
 from .board import StatsBoard
-from .histogram import Histogram
 
 # (metric name, help, CollectStats field)
 COUNTERS = [

@@ -15,11 +15,27 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .cli_collect import collect
-from .cli_paths import paths
-from .cli_rules import rules_group
-from .cli_util import (
+from .. import __version__
+from ..capture.pcap import PcapWriter
+from ..codec.decode import Decoder
+from ..codec.encode import ethernet, linux_sll, linux_sll2
+from ..codec.generate import generate as generate_probes
+from ..codec.record import Record, to_json_lines
+from ..codec.tts import MAX_SHIFT
+from ..codec.wire import ETH_P_VLAN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
+from ..kafka.client import ConsumeStats, KafkaUnavailable
+from ..kafka.client import consume as consume_records
+from ..kafka.sink import DeliveryCounters, KafkaSink
+from ..ops.config import apply as apply_settings
+from ..ops.config import decoder_for, effective, expose_environment, exposed_secrets, render, rules_for
+from ..pipeline.functions import RuleEngine
+from ..pipeline.replay import ReplayStats
+from ..pipeline.replay import replay as run_replay
+from ..pipeline.routing import RoutedSink, file_routes, open_kafka_output
+from ..pipeline.rules import Ruleset
+from ..pipeline.sinks import JsonLinesSink, LineWriter, OutputError
+from .collect import collect
+from .common import (
     EXIT_FAILED,
     TTS_SHIFT_HELP,
     Failed,
@@ -31,14 +47,6 @@ from .cli_util import (
     run_async,
     stdout_report,
 )
-from .config import apply as apply_settings
-from .config import decoder_for, effective, expose_environment, exposed_secrets, render, rules_for
-from .decode import Decoder
-from .encode import ethernet, linux_sll, linux_sll2
-from .functions import RuleEngine
-from .generate import generate as generate_probes
-from .kafka import ConsumeStats, KafkaUnavailable
-from .kafka import consume as consume_records
 from .kafka_options import (
     CLUSTER_PARAMS,
     PRODUCER_PARAMS,
@@ -50,16 +58,8 @@ from .kafka_options import (
     producer_settings_from,
     topic_option,
 )
-from .kafka_sink import DeliveryCounters, KafkaSink
-from .pcap import PcapWriter
-from .record import Record, to_json_lines
-from .replay import ReplayStats
-from .replay import replay as run_replay
-from .routing import RoutedSink, file_routes, open_kafka_output
-from .rules import Ruleset
-from .sinks import JsonLinesSink, LineWriter, OutputError
-from .tts import MAX_SHIFT
-from .wire import ETH_P_VLAN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
+from .paths import paths
+from .rules import rules_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

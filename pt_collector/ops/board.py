@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .stats import BROKER_DOWN, BROKER_UNKNOWN, CollectStats
+from ..pipeline.stats import BROKER_DOWN, BROKER_UNKNOWN, CollectStats
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .batch import Batcher
+from ..capture.pcap import Frame
+from ..codec.record import (
+    HISTOGRAM_SCHEMA_VERSION,
+    PathHistogram,
+    Record,
+    histogram_json_decoder,
+    histogram_msgpack_decoder,
+)
+from ..pipeline.batch import Batcher
 from .message import (
     SCHEMA_HEADER,
     Decoders,
@@ -26,8 +34,6 @@ from .message import (
     header_dict,
     header_text,
 )
-from .pcap import Frame
-from .record import HISTOGRAM_SCHEMA_VERSION, PathHistogram, Record, histogram_json_decoder, histogram_msgpack_decoder
 
 KIND_HEADER = "ptc-kind"
 LINKTYPE_HEADER = "ptc-linktype"

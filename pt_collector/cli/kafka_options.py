@@ -14,8 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .batch import Batcher
-from .kafka import (
+from ..kafka.client import (
     ACKS,
     COMPRESSIONS,
     DEFAULT_BROKERS,
@@ -26,8 +25,9 @@ from .kafka import (
     ProducerSettings,
     Security,
 )
-from .kafka_sink import WHEN_FULL
-from .message import FORMATS
+from ..kafka.message import FORMATS
+from ..kafka.sink import WHEN_FULL
+from ..pipeline.batch import Batcher
 
 F = TypeVar("F", bound=Callable[..., Any])
 

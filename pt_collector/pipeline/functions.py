@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ..capture.pcap import Frame
+from ..codec.record import PathHistogram, Record
 from .path_histogram import PathHistograms
-from .pcap import Frame
-from .record import PathHistogram, Record
 from .rules import DEFAULT, Drop, HistogramSpec, Pass, Raw, Rule, Ruleset, Sample
 
 RECORDS, HISTOGRAMS, FRAMES = "records", "histograms", "raw"  # the kinds of output, each to its own sink per topic

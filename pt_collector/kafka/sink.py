@@ -29,10 +29,10 @@ from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
-from .histogram import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, Histogram
-from .kafka import Cluster, KafkaUnavailable, ProducerSettings, start_producer
+from ..codec.histogram import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, Histogram
+from ..codec.record import Record
+from .client import Cluster, KafkaUnavailable, ProducerSettings, start_producer
 from .message import Message
-from .record import Record
 
 WHEN_FULL = ("block", "drop")
 HEALTH_INTERVAL_S = 2.0

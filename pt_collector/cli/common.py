@@ -12,8 +12,8 @@ from typing import BinaryIO, TypeVar
 
 import click
 
-from .kafka import KafkaConfigError
-from .sinks import OutputError
+from ..kafka.client import KafkaConfigError
+from ..pipeline.sinks import OutputError
 
 EXIT_FAILED = 1
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, ClassVar
 
-from .record import Record
+from ..codec.record import Record
 
 MAX_SEEN = 65536  # addresses (or SID lists) remembered per prefix set before it starts afresh
 SESSION_ID_MAX = 0xFFFF

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import click
 
-from .cli_paths import ms
-from .cli_util import EXIT_FAILED, TTS_SHIFT_HELP, echo_or_raise, run_async, stdout_report
-from .config import effective
-from .decode import Decoder
-from .functions import Emitted, RuleCounters, RuleEngine
-from .kinds import raw_key
-from .path_histogram import probe_time
-from .pcap import Frame
-from .record import PathHistogram, Record
-from .replay import replay
-from .rules import DEFAULT, HistogramSpec, Pass, Raw, Rule, Sample
-from .tts import MAX_SHIFT
+from ..capture.pcap import Frame
+from ..codec.decode import Decoder
+from ..codec.record import PathHistogram, Record
+from ..codec.tts import MAX_SHIFT
+from ..kafka.kinds import raw_key
+from ..ops.config import effective
+from ..pipeline.functions import Emitted, RuleCounters, RuleEngine
+from ..pipeline.path_histogram import probe_time
+from ..pipeline.replay import replay
+from ..pipeline.rules import DEFAULT, HistogramSpec, Pass, Raw, Rule, Sample
+from .common import EXIT_FAILED, TTS_SHIFT_HELP, echo_or_raise, run_async, stdout_report
+from .paths import ms
 
 NS_PER_MS = 1_000_000
 

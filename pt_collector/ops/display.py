@@ -17,8 +17,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ..pipeline.stats import BROKER_DOWN, BROKER_UP, CollectStats
 from .board import StatsBoard, stages
-from .stats import BROKER_DOWN, BROKER_UP, CollectStats
 
 REPEAT_WINDOW_S = 30.0
 BROKER_STATE = {BROKER_UP: "up", BROKER_DOWN: "unreachable"}

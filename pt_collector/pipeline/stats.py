@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .histogram import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, Histogram
+from ..codec.histogram import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, Histogram
 
 BROKER_UNKNOWN, BROKER_DOWN, BROKER_UP = -1, 0, 1
 

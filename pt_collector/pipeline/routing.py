@@ -20,14 +20,14 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from ..capture.pcap import Frame
+from ..codec.histogram import Histogram
+from ..codec.record import Record
+from ..kafka.client import Cluster, ProducerSettings, start_producer
+from ..kafka.kinds import HistogramBatcher, RawBatcher
+from ..kafka.sink import DeliveryCounters, KafkaSink, Say, open_kafka_sink
 from .batch import Batcher
 from .functions import FRAMES, HISTOGRAMS, Emitted, RuleEngine
-from .histogram import Histogram
-from .kafka import Cluster, ProducerSettings, start_producer
-from .kafka_sink import DeliveryCounters, KafkaSink, Say, open_kafka_sink
-from .kinds import HistogramBatcher, RawBatcher
-from .pcap import Frame
-from .record import Record
 from .rules import Ruleset
 from .sinks import JsonLinesSink, OutputError
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .message import Message, build_messages
-from .record import Record
+from ..codec.record import Record
+from ..kafka.message import Message, build_messages
 
 BYTES_MARGIN = 1.05  # close a little early rather than re-encode halves
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from .record import SCHEMA_VERSION, Record, json_decoder, json_encoder, msgpack_decoder, msgpack_encoder
+from ..codec.record import SCHEMA_VERSION, Record, json_decoder, json_encoder, msgpack_decoder, msgpack_encoder
 
 SCHEMA_HEADER = "ptc-schema"
 FORMAT_HEADER = "ptc-format"

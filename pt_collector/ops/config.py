@@ -25,9 +25,9 @@ from typing import Any
 
 import click
 
-from .decode import Decoder
-from .rules import RuleError, Ruleset, parse_rules
-from .tts import MAX_SHIFT
+from ..codec.decode import Decoder
+from ..codec.tts import MAX_SHIFT
+from ..pipeline.rules import RuleError, Ruleset, parse_rules
 
 ENV_PREFIX = "PTC_"
 SHIFTS_TABLE = "tts_shift_by_source"
@@ -36,7 +36,7 @@ SECRET = re.compile(r"password|secret|token|passphrase|credential")
 HIDDEN = "***"
 DEFAULT, FILE, ENVIRONMENT = "default", "file", "environment"  # where a setting came from, lowest first
 _META_SHIFTS = "pt_collector.tts_shift_by_source"  # ctx.meta is shared by the group and its subcommands
-_META_RULES = "pt_collector.rules"
+_META_RULES = "pt_collector.pipeline.rules"
 
 
 class ConfigError(click.ClickException):

@@ -20,8 +20,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from operator import attrgetter
 
-from .histogram import Histogram
-from .record import HISTOGRAM_SCHEMA_VERSION, DelayHistogram, PathHistogram, PathNode, Record
+from ..codec.histogram import Histogram
+from ..codec.record import HISTOGRAM_SCHEMA_VERSION, DelayHistogram, PathHistogram, PathNode, Record
 
 PathKey = tuple[str, str | None, tuple[int, ...]]  # source address, sink address, midpoint interface ids
 SEQUENCE_MOD = 1 << 16

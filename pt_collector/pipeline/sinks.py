@@ -7,7 +7,7 @@ import io
 import os
 from typing import Any, BinaryIO, Protocol
 
-from .record import Record, to_json_lines
+from ..codec.record import Record, to_json_lines
 
 
 class Sink(Protocol):
