@@ -11,9 +11,10 @@ import click
 from ..codec.record import Record
 from ..codec.tts import MAX_SHIFT
 from ..kafka.client import ConsumeStats, KafkaUnavailable, consume
-from ..ops.config import decoder_for
+from ..ops.config import engine_for
 from ..pipeline.paths import PathStats, PathTable
 from ..pipeline.replay import replay
+from ..pipeline.sinks import DirectSink
 from .common import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, run_async, stdout_report
 from .kafka_options import CLUSTER_PARAMS, cluster_from, cluster_options, given_on_command_line, topic_option
 
@@ -70,7 +71,7 @@ def paths(
     if files:
         if given := given_on_command_line(ctx, KAFKA_PARAMS):
             raise click.UsageError(f"{', '.join(given)}: Kafka options, but FILES are read")
-        stats = run_async(replay(files, decoder_for(tts_shift), _TableSink(table)))
+        stats = run_async(replay(files, engine_for(tts_shift), _TableSink(table)))
         errors = stats.capture_errors
         source = f"{stats.probes:,} probes from {len(files)} files"
     else:
@@ -88,15 +89,12 @@ def paths(
         raise SystemExit(EXIT_FAILED)
 
 
-class _TableSink:
+class _TableSink(DirectSink):
     def __init__(self, table: PathTable) -> None:
         self.table = table
 
     async def write(self, records: list[Record]) -> None:
         self.table.add(records)
-
-    async def flush(self) -> None:
-        pass
 
 
 def _from_kafka(

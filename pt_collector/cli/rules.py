@@ -15,10 +15,12 @@ from ..codec.record import PathHistogram, Record
 from ..codec.tts import MAX_SHIFT
 from ..kafka.kinds import raw_key
 from ..ops.config import effective
+from ..pipeline.engine import PythonEngine
 from ..pipeline.functions import Emitted, RuleCounters, RuleEngine
 from ..pipeline.path_histogram import probe_time
 from ..pipeline.replay import replay
 from ..pipeline.rules import DEFAULT, HistogramSpec, Pass, Raw, Rule, Sample
+from ..pipeline.sinks import DirectSink
 from .common import EXIT_FAILED, TTS_SHIFT_HELP, echo_or_raise, run_async, stdout_report
 from .paths import ms
 
@@ -68,7 +70,7 @@ def rules_test(
     engine = RuleEngine(config.rules, topic.value if topic else "pt-probes")
     sink = _TestSink(engine, show=None if summary else echo_or_raise)
     with stdout_report():
-        stats = run_async(replay(files, Decoder(shift, config.shift_by_source), sink))
+        stats = run_async(replay(files, PythonEngine(Decoder(shift, config.shift_by_source)), sink))
         if summary:
             _summary_table(engine)
         counts = f"{stats.probes:,} probes, {stats.not_pt:,} not PT, {stats.malformed_total:,} malformed"
@@ -79,7 +81,7 @@ def rules_test(
         raise SystemExit(EXIT_FAILED)
 
 
-class _TestSink:
+class _TestSink(DirectSink):
     """Replay's sink: every probe through the engine, one at a time, told as it goes."""
 
     wants_frames = True

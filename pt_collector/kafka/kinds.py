@@ -22,12 +22,12 @@ from ..codec.record import (
     histogram_json_decoder,
     histogram_msgpack_decoder,
 )
-from ..pipeline.batch import Batcher
 from .message import (
     SCHEMA_HEADER,
     Decoders,
     Headers,
     Message,
+    MessageBatcher,
     MessageError,
     decode_batch,
     decode_message,
@@ -48,9 +48,10 @@ _HISTOGRAM_DECODERS: Decoders = {
 
 
 class HistogramBatcher:
-    """Path histograms into messages as a Batcher makes them (per source node, its limits), with the kind header."""
+    """Path histograms into messages as a records' batcher makes them (per source node, its limits), with the kind
+    header."""
 
-    def __init__(self, batcher: Batcher) -> None:
+    def __init__(self, batcher: MessageBatcher) -> None:
         self._batcher = batcher
 
     @property
@@ -58,7 +59,7 @@ class HistogramBatcher:
         return self._batcher.held
 
     def add(self, histograms: Iterable[PathHistogram], now: float) -> list[Message]:
-        return _marked(self._batcher.add(histograms, now))  # type: ignore[arg-type]  # src.addr is all it reads
+        return _marked(self._batcher.add(list(histograms), now))  # src.addr is all a batcher reads
 
     def due(self, now: float) -> list[Message]:
         return _marked(self._batcher.due(now))

@@ -12,7 +12,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -44,6 +44,20 @@ class Message:
     value: bytes
     headers: list[tuple[str, bytes]]
     count: int
+
+
+class MessageBatcher(Protocol):
+    """What cuts items (records, histograms, frames) into messages: pipeline.batch.Batcher, or a kind's wrapper."""
+
+    held: int
+
+    def add(self, items: Sequence[Any], now: float) -> list[Message]: ...
+
+    def due(self, now: float) -> list[Message]: ...
+
+    def next_due(self) -> float | None: ...
+
+    def drain(self) -> list[Message]: ...
 
 
 def encode_value(records: Sequence[Record], fmt: str) -> bytes:

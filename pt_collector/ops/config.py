@@ -27,6 +27,7 @@ import click
 
 from ..codec.decode import Decoder
 from ..codec.tts import MAX_SHIFT
+from ..pipeline.engine import Engine, PythonEngine
 from ..pipeline.rules import RuleError, Ruleset, parse_rules
 
 ENV_PREFIX = "PTC_"
@@ -280,6 +281,11 @@ def decoder_for(tts_shift: int | None) -> Decoder:
     ctx = click.get_current_context(silent=True)
     shift_by_source = ctx.meta.get(_META_SHIFTS) if ctx is not None else None
     return Decoder(tts_shift, shift_by_source)
+
+
+def engine_for(tts_shift: int | None) -> Engine:
+    """The running command's engine, decoding as decoder_for's decoder does."""
+    return PythonEngine(decoder_for(tts_shift))
 
 
 # ---------------------------------------------------------------- `ptc config check`

@@ -10,26 +10,15 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from ..capture.pcap import CaptureError, Frame, read_capture
-from ..codec.decode import DecodeError, Decoder
-from ..codec.record import Record
+from .engine import Engine
 from .sinks import Sink
 
 BATCH = 1024
-
-
-class FrameSink(Sink, Protocol):
-    """A sink that may want each record's frame too (the `raw` function of flow rules): when `wants_frames`,
-    replay calls `write_frames(records, frames)`, frames[i] being (linktype, capture_ns, bytes) of records[i]."""
-
-    wants_frames: bool
-
-    async def write_frames(self, records: list[Record], frames: list[Frame]) -> None: ...
 
 
 @dataclass
@@ -73,7 +62,7 @@ class ReplayStats:
 
 async def replay(
     files: Iterable[str | Path],
-    decoder: Decoder,
+    engine: Engine,
     sink: Sink,
     on_batch: Callable[[ReplayStats], None] | None = None,
     stats: ReplayStats | None = None,
@@ -87,7 +76,7 @@ async def replay(
     stats = stats if stats is not None else ReplayStats()
     started = time.perf_counter()
     try:
-        await _replay(files, decoder, sink, on_batch, stats)
+        await _replay(files, engine, sink, on_batch, stats)
     finally:  # a sink that failed (OutputError) stops the replay: what was counted stands
         stats.elapsed_s = time.perf_counter() - started
     return stats
@@ -95,49 +84,53 @@ async def replay(
 
 async def _replay(
     files: Iterable[str | Path],
-    decoder: Decoder,
+    engine: Engine,
     sink: Sink,
     on_batch: Callable[[ReplayStats], None] | None,
     stats: ReplayStats,
 ) -> None:
     files = list(files)
     stats.bytes_total = sum(_size(path) for path in files)
-    decode = decoder.decode
-    write_frames = sink.write_frames if getattr(sink, "wants_frames", False) else None  # type: ignore[attr-defined]
-    batch: list[Record] = []
-    frames: list[Frame] = []
     for path in files:
         stats.files += 1
         done = stats.bytes_read
         capture = read_capture(path)
-        try:
-            for linktype, capture_ns, frame in capture:
-                stats.frames += 1
-                try:
-                    record = decode(frame, capture_ns, linktype)
-                except DecodeError as exc:
-                    stats.malformed[exc.key] += 1
-                    continue
-                if record is None:
-                    stats.not_pt += 1
-                    continue
-                batch.append(record)
-                if write_frames:
-                    frames.append((linktype, capture_ns, frame))
-                if len(batch) >= BATCH:
-                    stats.probes += len(batch)
-                    await (write_frames(batch, frames) if write_frames else sink.write(batch))
-                    batch, frames = [], []
-                    if on_batch:
-                        stats.bytes_read = done + capture.offset
-                        on_batch(stats)
-        except (CaptureError, OSError) as exc:
-            stats.capture_errors.append(str(exc))
+        for frames in _chunks(capture, stats.capture_errors):
+            await _decode_into(engine, frames, sink, stats)
+            if on_batch:
+                stats.bytes_read = done + capture.offset
+                on_batch(stats)
         stats.bytes_read = done + _size(path)
-    if batch:
-        stats.probes += len(batch)
-        await (write_frames(batch, frames) if write_frames else sink.write(batch))
     await sink.flush()
+
+
+def _chunks(capture: Iterable[Frame], errors: list[str]) -> Iterator[list[Frame]]:
+    """The capture's frames, BATCH at a time; a file that cannot be read on is named in `errors`, and the
+    frames before the damage still come out."""
+    frames: list[Frame] = []
+    try:
+        for frame in capture:
+            frames.append(frame)
+            if len(frames) >= BATCH:
+                yield frames
+                frames = []
+    except (CaptureError, OSError) as exc:
+        errors.append(str(exc))
+    if frames:
+        yield frames
+
+
+async def _decode_into(engine: Engine, frames: list[Frame], sink: Sink, stats: ReplayStats) -> None:
+    decoded = engine.decode_batch(frames, keep_frames=sink.wants_frames)
+    stats.frames += len(frames)
+    stats.not_pt += decoded.not_pt
+    stats.malformed.update(decoded.malformed)
+    if decoded.records:
+        stats.probes += len(decoded.records)
+        if decoded.frames is not None:
+            await sink.write_frames(decoded.records, decoded.frames)
+        else:
+            await sink.write(decoded.records)
 
 
 def _size(path: str | Path) -> int:

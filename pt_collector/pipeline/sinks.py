@@ -1,4 +1,9 @@
-"""Sinks: where batches of records go. One method does the work: write(batch)."""
+"""Sinks: where batches of records go. One method does the work: write(batch).
+
+`Sink` is the seam every sink fills (a file here, Kafka in kafka/sink.py, the
+flow rules' router in routing.py); `DirectSink` gives the sinks that deliver
+as they write what they need beyond write and flush.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,49 @@ import io
 import os
 from typing import Any, BinaryIO, Protocol
 
+from ..capture.pcap import Frame
 from ..codec.record import Record, to_json_lines
 
 
 class Sink(Protocol):
-    """Takes batches of records; `flush` returns once everything written is delivered."""
+    """Takes batches of records; `flush` returns once everything written is delivered.
+
+    `held`: records accepted and not yet delivered. `close` ends the sink: what it still holds after
+    `timeout_s` is counted as failed. A sink that `wants_frames` (the flow rules' raw function) is given
+    each record's frame too: `write_frames(records, frames)`, frames[i] being records[i]'s.
+    """
+
+    wants_frames: bool
+
+    @property
+    def held(self) -> int: ...
 
     async def write(self, records: list[Record]) -> None: ...
 
+    async def write_frames(self, records: list[Record], frames: list[Frame]) -> None: ...
+
     async def flush(self) -> None: ...
+
+    async def close(self, timeout_s: float | None = None) -> None: ...
+
+
+class DirectSink:
+    """A sink that delivers as it writes: it holds nothing, and wants no frames."""
+
+    wants_frames = False
+    held = 0
+
+    async def write(self, records: list[Record]) -> None:
+        raise NotImplementedError
+
+    async def write_frames(self, records: list[Record], frames: list[Frame]) -> None:
+        await self.write(records)
+
+    async def flush(self) -> None:
+        pass
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        await self.flush()
 
 
 class OutputError(Exception):
@@ -102,7 +141,7 @@ class LineWriter:
             pass
 
 
-class JsonLinesSink:
+class JsonLinesSink(DirectSink):
     """Records as JSON lines (record schema v1) on a binary stream, one write per batch, a reader sees whole batches.
 
     `lines` counts what reached the stream; a stream that refuses a write raises OutputError (see LineWriter).
@@ -118,7 +157,7 @@ class JsonLinesSink:
         self.lines.flush()
 
 
-class ListSink:
+class ListSink(DirectSink):
     """Keeps every record in memory (tests, library use)."""
 
     def __init__(self) -> None:
@@ -126,6 +165,3 @@ class ListSink:
 
     async def write(self, records: list[Record]) -> None:
         self.records.extend(records)
-
-    async def flush(self) -> None:
-        pass
