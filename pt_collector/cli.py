@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -49,6 +50,8 @@ from .rules import Ruleset
 from .sinks import JsonLinesSink
 from .tts import MAX_SHIFT
 from .wire import ETH_P_VLAN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
+
+REPEAT_WINDOW_S = 30.0  # the same line from the Kafka side once in this long at most
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -125,7 +128,7 @@ def replay(
     kafka_given = given_on_command_line(ctx, PRODUCER_PARAMS + CLUSTER_PARAMS)
     if kafka_given:
         raise click.UsageError(f"{', '.join(kafka_given)}: Kafka options, but --output writes a file")
-    with open_output(output) as stream, _progress(show_progress) as on_batch:
+    with open_output(output) as stream, _progress(show_progress) as (on_batch, _):
         sink = file_routes(RuleEngine(rules, kafka["topic"]), stream) if rules else JsonLinesSink(stream)
         try:
             stats = run_async(run_replay(files, decoder, sink, on_batch))
@@ -156,12 +159,12 @@ def _replay_to_kafka(
         settings.check()
         cluster.client_options()  # TLS files are read here: a bad one is a usage error, before any work
     kafka_client_log(params["verbose"])
-    opened = open_kafka_output(
-        rules, params["topic"], cluster, settings, lambda: batcher_from(params),
-        max_pending=params["max_pending"], when_full=params["when_full"],
-    )  # fmt: skip
     stats, opened_sinks = ReplayStats(), []
-    with _progress(show_progress) as on_batch:
+    with _progress(show_progress) as (on_batch, show):
+        opened = open_kafka_output(
+            rules, params["topic"], cluster, settings, lambda: batcher_from(params),
+            max_pending=params["max_pending"], when_full=params["when_full"], say=KafkaNews(show).say,
+        )  # fmt: skip
         try:
             run_async(_replay_into(opened, files, decoder, on_batch, stats, opened_sinks))
         except KafkaUnavailable as exc:
@@ -298,11 +301,33 @@ def _consume_report(stats: ConsumeStats, max_records: int | None, stopped_by: st
         raise SystemExit(EXIT_FAILED)
 
 
+class KafkaNews:
+    """What the Kafka sink says during a replay (the broker away, back): `ptc replay: ...` lines through `show`.
+
+    The same line comes at most once per REPEAT_WINDOW_S (a refusal per message, say).
+    """
+
+    def __init__(self, show: Callable[[str], None]) -> None:
+        self._show = show
+        self._said: dict[str, float] = {}
+
+    def say(self, level: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._said.get(message, -REPEAT_WINDOW_S) < REPEAT_WINDOW_S:
+            return
+        self._said[message] = now
+        self._show(f"ptc replay: {message}")
+
+
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[ReplayStats], None] | None]:
-    """A rich progress bar over the capture files' bytes; yields the replay callback."""
+def _progress(enabled: bool) -> Iterator[tuple[Callable[[ReplayStats], None] | None, Callable[[str], None]]]:
+    """A rich progress bar over the capture files' bytes; yields the replay callback and a way to show a line.
+
+    A line goes above the bar, and its first part (`Kafka unreachable for
+    12 s`) into the bar, until the replay moves on.
+    """
     if not enabled:
-        yield None
+        yield None, lambda line: click.echo(line, err=True)
         return
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -315,7 +340,11 @@ def _progress(enabled: bool) -> Iterator[Callable[[ReplayStats], None] | None]:
             description = f"{stats.frames:,} frames, {stats.probes:,} probes"
             bar.update(task, description=description, total=stats.bytes_total, completed=stats.bytes_read)
 
-        yield on_batch
+        def show(line: str) -> None:
+            bar.console.print(line, markup=False, highlight=False)
+            bar.update(task, description=line.removeprefix("ptc replay: ").split(":")[0])
+
+        yield on_batch, show
 
 
 LINKS = {

@@ -248,9 +248,18 @@ def _one_worker(
         timeout = f"--shutdown-timeout {settings.shutdown_timeout_s:g} s"
         say("error", f"{worker.unflushed:,} records not acknowledged within {timeout}: counted as failed")
     if worker.held_at_stop:
-        flushed = worker.held_at_stop - worker.unflushed
-        say("info", f"shutdown: {flushed:,} of the {worker.held_at_stop:,} records held at the stop flushed")
+        say("info", _shutdown_line(worker, settings.shutdown_timeout_s))
     return (EXIT_FAILED if worker.error else 0), worker.stats
+
+
+def _shutdown_line(worker: Worker, timeout_s: float | None) -> str:
+    """What the flush after the stop did with what the sink held: acknowledged, failed, out of time."""
+    parts = [f"{worker.flushed:,} acknowledged"]
+    if worker.failed_in_flush:
+        parts.append(f"{worker.failed_in_flush:,} failed")
+    if worker.unflushed:
+        parts.append(f"{worker.unflushed:,} not acknowledged within --shutdown-timeout {timeout_s:g} s (failed)")
+    return f"shutdown: of the {worker.held_at_stop:,} records held at the stop, {', '.join(parts)}"
 
 
 async def _capture(

@@ -54,7 +54,9 @@ class Worker:
         self.error: Exception | None = None
         self.shutdown_timeout_s = shutdown_timeout_s  # how long the last flush may take (None: as long as it takes)
         self.held_at_stop = 0  # records the sink held when capture stopped: the shutdown flush's work
-        self.unflushed = 0  # of those, still unacknowledged when that time was up
+        self.flushed = 0  # of those, acknowledged during the flush
+        self.failed_in_flush = 0  # failed during the flush (refused)
+        self.unflushed = 0  # still unacknowledged when its time was up (counted as failed when the sink closes)
 
     def stop(self) -> None:
         """Stop capturing (signal-handler safe): `run` flushes and returns."""
@@ -87,10 +89,16 @@ class Worker:
     async def run(self) -> CollectStats:
         loop = asyncio.get_running_loop()
         fd = self.receiver.fileno()
-        loop.add_reader(fd, self._wake.set)
+
+        def readable() -> None:  # once: while a write waits (Kafka away) the socket stays readable: the loop would spin
+            loop.remove_reader(fd)
+            self._wake.set()
+
         frames: list[tuple[int, bytes]] = []
         try:
             while not self._stopping:
+                if not self._wake.is_set():
+                    loop.add_reader(fd, readable)
                 await self._wake.wait()
                 self._wake.clear()
                 frames.clear()
@@ -102,12 +110,22 @@ class Worker:
             await self._handle(frames)
         finally:
             loop.remove_reader(fd)
-        self.held_at_stop = getattr(self.sink, "held", 0)
+        acked, failed = self._settled()
         try:
             await asyncio.wait_for(self.sink.flush(), self.shutdown_timeout_s)
         except TimeoutError:  # the sink counts what it still holds as failed when it closes
             self.unflushed = getattr(self.sink, "held", 0)
+        acked_now, failed_now = self._settled()
+        self.flushed, self.failed_in_flush = acked_now - acked, failed_now - failed
+        self.held_at_stop = self.flushed + self.failed_in_flush + self.unflushed
         return self.snapshot()
+
+    def _settled(self) -> tuple[int, int]:
+        """Records acknowledged and failed so far (for a file sink: written, none)."""
+        if self._delivery is None:
+            return self.stats.batched, 0
+        self._delivery(self.stats)
+        return self.stats.acked, self.stats.failed
 
     async def _handle(self, frames: list[tuple[int, bytes]]) -> None:
         stats = self.stats

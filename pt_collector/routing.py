@@ -24,7 +24,7 @@ from .batch import Batcher
 from .functions import FRAMES, HISTOGRAMS, Emitted, RuleEngine
 from .histogram import Histogram
 from .kafka import Cluster, ProducerSettings, start_producer
-from .kafka_sink import DeliveryCounters, KafkaSink, Say, open_kafka_sink
+from .kafka_sink import CLOSE_TIMEOUT_S, DeliveryCounters, KafkaSink, Say, open_kafka_sink
 from .kinds import HistogramBatcher, RawBatcher
 from .pcap import Frame
 from .record import Record
@@ -186,6 +186,10 @@ class SharedProducer:
     def client(self) -> Any:  # KafkaSink's health check asks it for metadata
         return self.producer.client
 
+    @property
+    def renewing(self) -> bool:  # and whether it is replacing a producer whose sequence state was lost
+        return bool(self.producer.renewing)
+
     async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
         return await self.producer.send(topic, value=value, key=key, headers=headers)
 
@@ -210,7 +214,7 @@ async def open_kafka_routes(
     tick_s: float | None = None,
     wait_for_broker: bool = False,
     say: Say | None = None,
-    close_timeout_s: float | None = None,
+    close_timeout_s: float | None = CLOSE_TIMEOUT_S,
 ) -> AsyncIterator[RoutedSink]:
     """A RoutedSink into Kafka: one producer for a KafkaSink per (topic, kind).
 
@@ -221,7 +225,7 @@ async def open_kafka_routes(
     way, raw frames are not. `close_timeout_s` bounds each sink's close.
     """
     topics = list(dict.fromkeys(topic for topic, _ in engine.outputs()))
-    shared = SharedProducer(partial(start_producer, cluster, settings, *topics))
+    shared = SharedProducer(partial(start_producer, cluster, settings, *topics, say=say))
     if not wait_for_broker:
         await shared.connect()
     sinks = {}
