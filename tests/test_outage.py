@@ -42,7 +42,7 @@ from pt_collector.encode import ethernet
 from pt_collector.generate import generate
 from pt_collector.message import decode_message
 from pt_collector.pcap import PcapWriter
-from pt_collector.record import Record
+from pt_collector.record import Record, to_json_lines
 
 OUTAGE_S = 75
 REPLAY_PROBES = 60_000
@@ -121,7 +121,8 @@ def settled(c: dict) -> bool:
 
 
 def keys(records: list[Record]) -> Counter:
-    return Counter((r.src.addr, r.session_id, r.sequence) for r in records)
+    """Each record whole, capture time aside (the probe sets of different seeds share sources and sequences)."""
+    return Counter(to_json_lines(without_capture_time([r])) for r in records)
 
 
 async def topic_records(bootstrap: str, topic: str) -> list[Record]:
