@@ -35,6 +35,7 @@ from pt_collector.codec.decode import Decoder  # noqa: E402
 from pt_collector.codec.encode import ethernet  # noqa: E402
 from pt_collector.codec.generate import generate  # noqa: E402
 from pt_collector.codec.record import to_json_lines  # noqa: E402
+from pt_collector.pipeline.engine import PythonEngine  # noqa: E402
 from pt_collector.pipeline.replay import replay  # noqa: E402
 from pt_collector.pipeline.sinks import JsonLinesSink  # noqa: E402
 
@@ -53,7 +54,7 @@ def capture(count: int, sources: int = 4, name: str = "decode") -> Path:
 
 def replay_rate(path: Path, decoder: object) -> float:
     with open(os.devnull, "wb") as out:
-        stats = asyncio.run(replay([path], decoder, JsonLinesSink(out)))  # type: ignore[arg-type]
+        stats = asyncio.run(replay([path], PythonEngine(decoder), JsonLinesSink(out)))
     return stats.probes / stats.elapsed_s
 
 

@@ -12,6 +12,7 @@ from pt_collector import Decoder
 from pt_collector.capture.pcap import read_capture
 from pt_collector.cli.main import main
 from pt_collector.codec.record import from_json_lines
+from pt_collector.pipeline.engine import PythonEngine
 
 # What each bundled capture holds (pcaps/README.md): probes, not PT, malformed by reason.
 BUNDLED = {
@@ -183,7 +184,9 @@ def test_replay_reports_progress_over_the_files_bytes(tmp_path):
     seen: list[tuple[int, int, int]] = []
     sink = ListSink()
     stats = asyncio.run(
-        replay([pcap, pcap], Decoder(), sink, lambda s: seen.append((s.probes, s.bytes_read, s.bytes_total)))
+        replay(
+            [pcap, pcap], PythonEngine(Decoder()), sink, lambda s: seen.append((s.probes, s.bytes_read, s.bytes_total))
+        )
     )
     total = 2 * pcap.stat().st_size
     assert len(seen) >= 9 and all(t == total for _, _, t in seen)

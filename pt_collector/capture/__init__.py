@@ -37,6 +37,10 @@ class Receiver(Protocol):
 
     def unread(self) -> int: ...
 
+    def ring_use(self) -> float:
+        """The share of its ring's blocks waiting for user space (0.0 without a ring)."""
+        ...
+
 
 class SharedReceiver(Receiver, Protocol):
     """A receiver opened by a parent and read by its forked workers, one after another (`--workers`)."""

@@ -215,6 +215,9 @@ class BoundReceiver:
     def resume(self) -> None:
         """Take over from another process that read this receiver (and may have died anywhere)."""
 
+    def ring_use(self) -> float:
+        return 0.0  # a plain socket has no ring
+
     def check_interface(self) -> None:
         """Raise CaptureSetupError if the interface was deleted: nothing would ever arrive again."""
         check_interface(self.iface, self.ifindex)

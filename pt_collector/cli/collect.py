@@ -11,12 +11,11 @@ from typing import Any
 
 import click
 
-from ..codec.decode import Decoder
 from ..codec.tts import MAX_SHIFT
 from ..kafka.client import KafkaUnavailable
 from ..kafka.sink import KafkaSink, Say
 from ..ops.board import StatsBoard
-from ..ops.config import decoder_for, rules_for
+from ..ops.config import engine_for, rules_for
 from ..ops.display import Display, counter_fields
 from ..ops.metrics import MetricsServer
 from ..ops.privileges import PrivilegeError, drop_privileges, lookup
@@ -31,6 +30,7 @@ from ..pipeline.collect import (
     open_receiver,
     run_worker,
 )
+from ..pipeline.engine import Engine
 from ..pipeline.functions import RuleEngine
 from ..pipeline.routing import RoutedSink, file_routes, open_kafka_output
 from ..pipeline.rules import Ruleset
@@ -315,7 +315,7 @@ def _one_worker(
     from ..capture import CaptureSetupError
 
     try:
-        worker = run_async(_capture(settings, decoder_for(tts_shift), opener, report, user, opened))
+        worker = run_async(_capture(settings, engine_for(tts_shift), opener, report, user, opened))
     except (CaptureSetupError, KafkaUnavailable, PrivilegeError) as exc:
         say("error", str(exc))
         return EXIT_FAILED, CollectStats()
@@ -327,16 +327,25 @@ def _one_worker(
         timeout = f"--shutdown-timeout {settings.shutdown_timeout_s:g} s"
         say("error", f"{worker.unflushed:,} records not acknowledged within {timeout}: counted as failed")
     if worker.held_at_stop:
-        flushed = worker.held_at_stop - worker.unflushed
-        say("info", f"shutdown: {flushed:,} of the {worker.held_at_stop:,} records held at the stop flushed")
+        say("info", _shutdown_line(worker, settings.shutdown_timeout_s))
     if isinstance(worker.error, OutputError):
         return EXIT_FATAL, worker.stats
     return (EXIT_FAILED if worker.error else 0), worker.stats
 
 
+def _shutdown_line(worker: Worker, timeout_s: float | None) -> str:
+    """What the flush after the stop did with what the sink held: acknowledged, failed, out of time."""
+    parts = [f"{worker.flushed:,} acknowledged"]
+    if worker.failed_in_flush:
+        parts.append(f"{worker.failed_in_flush:,} failed")
+    if worker.unflushed:
+        parts.append(f"{worker.unflushed:,} not acknowledged within --shutdown-timeout {timeout_s:g} s (failed)")
+    return f"shutdown: of the {worker.held_at_stop:,} records held at the stop, {', '.join(parts)}"
+
+
 async def _capture(
     settings: CaptureSettings,
-    decoder: Decoder,
+    engine: Engine,
     opener: SinkOpener,
     report: Callable[[CollectStats], None],
     user: str | None,
@@ -348,11 +357,8 @@ async def _capture(
         async with opener() as sink:
             if user:
                 drop_privileges(user)  # the socket and the output are open: nothing else needs root
-            kafka = isinstance(sink, KafkaSink) or (isinstance(sink, RoutedSink) and sink.kafka_sinks())
-            lines = sink if isinstance(sink, JsonLinesSink) else sink.lines if isinstance(sink, RoutedSink) else None
-            delivery = kafka_delivery(sink) if kafka else file_delivery(lines) if lines else None  # type: ignore[arg-type]
             worker = Worker(
-                receiver, decoder, sink, kernel_stats=kernel_stats, delivery=delivery,
+                receiver, engine, sink, kernel_stats=kernel_stats, delivery=_delivery(sink),
                 shutdown_timeout_s=settings.shutdown_timeout_s,
             )  # fmt: skip
             await run_worker(worker, report, REPORT_INTERVAL_S)
@@ -360,6 +366,14 @@ async def _capture(
         return worker
     finally:
         receiver.close()
+
+
+def _delivery(sink: Sink) -> Callable[[CollectStats], None] | None:
+    """How a worker counts what its sink delivered: Kafka's acknowledgements, or the output file's lines."""
+    if isinstance(sink, KafkaSink) or (isinstance(sink, RoutedSink) and sink.kafka_sinks()):
+        return kafka_delivery(sink)
+    lines = sink if isinstance(sink, JsonLinesSink) else sink.lines if isinstance(sink, RoutedSink) else None
+    return file_delivery(lines) if lines else None
 
 
 def _open_shared(output: str) -> int:

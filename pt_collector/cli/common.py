@@ -133,3 +133,10 @@ def kafka_client_log(verbose: bool) -> None:
 
 def _unclosed_kafka_connection(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Unclosed AIOKafka")
+
+
+def root_group(ctx: click.Context) -> click.Group:
+    """The `ptc` group itself, from within one of its commands (to see every command's options)."""
+    root = ctx.find_root().command
+    assert isinstance(root, click.Group)
+    return root

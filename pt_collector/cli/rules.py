@@ -21,7 +21,7 @@ from ..pipeline.path_histogram import probe_time
 from ..pipeline.replay import replay
 from ..pipeline.rules import DEFAULT, HistogramSpec, Pass, Raw, Rule, Sample
 from ..pipeline.sinks import DirectSink
-from .common import EXIT_FAILED, TTS_SHIFT_HELP, echo_or_raise, run_async, stdout_report
+from .common import EXIT_FAILED, TTS_SHIFT_HELP, echo_or_raise, root_group, run_async, stdout_report
 from .paths import ms
 
 NS_PER_MS = 1_000_000
@@ -62,7 +62,7 @@ def rules_test(
     path = config_file or ctx.find_root().params.get("config_file")
     if path is None:
         raise click.UsageError("no rules to test: give --config FILE (or ptc --config FILE, PTC_CONFIG)")
-    config, table = effective(ctx.find_root().command, path)  # type: ignore[arg-type]
+    config, table = effective(root_group(ctx), path)
     replay_settings = table["replay"]
     shift_setting = replay_settings.get("tts_shift")
     shift = tts_shift if tts_shift is not None else shift_setting.value if shift_setting else None

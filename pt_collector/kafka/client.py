@@ -15,6 +15,7 @@ import logging
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, codec
@@ -25,6 +26,7 @@ from aiokafka.structs import ConsumerRecord
 from ..codec.record import Record
 from .kinds import decode_any_message
 from .message import MessageError
+from .producer import RenewingProducer, Say, outage_proof
 
 DEFAULT_BROKERS = "127.0.0.1:9092"
 DEFAULT_TOPIC = "pt-probes"
@@ -235,10 +237,21 @@ async def _stop_quietly(client: Client) -> None:
         await client.stop()
 
 
-async def start_producer(cluster: Cluster, settings: ProducerSettings, *topics: str) -> AIOKafkaProducer:
-    """A started producer that has the topics' metadata (each exists, or the broker created it)."""
+async def start_producer(
+    cluster: Cluster, settings: ProducerSettings, *topics: str, say: Say | None = None
+) -> RenewingProducer:
+    """A started producer that has the topics' metadata (each exists, or the broker created it).
+
+    It rides out broker outages of any length (kafka/producer.py); `say`
+    hears of it when it has to be renewed.
+    """
+    start = partial(_start_producer, cluster, settings, topics)
+    return RenewingProducer(await start(), start, say or (lambda level, message: None))
+
+
+async def _start_producer(cluster: Cluster, settings: ProducerSettings, topics: tuple[str, ...]) -> AIOKafkaProducer:
     options = {**cluster.client_options(), **settings.producer_options()}
-    producer = await start_client(lambda: AIOKafkaProducer(**options), cluster)
+    producer = await start_client(lambda: outage_proof(AIOKafkaProducer(**options)), cluster)
     try:
         for topic in topics:
             await wait_for_topic(producer, cluster, topic)

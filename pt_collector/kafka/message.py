@@ -49,7 +49,8 @@ class Message:
 class MessageBatcher(Protocol):
     """What cuts items (records, histograms, frames) into messages: pipeline.batch.Batcher, or a kind's wrapper."""
 
-    held: int
+    @property
+    def held(self) -> int: ...
 
     def add(self, items: Sequence[Any], now: float) -> list[Message]: ...
 

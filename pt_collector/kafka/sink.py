@@ -9,11 +9,20 @@ reached, `when_full` decides: "block" (write waits, nothing is lost) or
 "drop" (the newest records are dropped and counted).
 
 Faults: a send the client refuses for a while (its buffer full while the
-broker is away) is retried, never failed. The sink can also start before
-the broker is reachable (`connect`, for live capture): it accepts records,
-by its policy, while a task keeps trying to connect with backoff. `close`
-is bounded: whatever is still unacknowledged when its time is up is
-counted as failed, so every accepted record ends acked, failed or dropped.
+broker is away) is retried, never failed; the producer itself keeps what
+it was handed for as long as the broker is away (kafka/producer.py). The
+sink can also start before the broker is reachable (`connect`, for live
+capture): it accepts records, by its policy, while a task keeps trying to
+connect with backoff. `close` is bounded: whatever is still
+unacknowledged when its time is up is counted as failed, so every
+accepted record ends acked, failed or dropped.
+
+Health: `broker_up` is true only while the broker answers metadata, no
+delivery has waited STALL_S without any acknowledgement, the producer is
+not being renewed, and the last delivery was not refused. When Kafka stops
+taking records the sink says so (`say`) within HEALTH_INTERVAL_S, with
+what it holds, again every OUTAGE_REPEAT_S while it lasts, and once it is
+back.
 """
 
 from __future__ import annotations
@@ -25,37 +34,26 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
+from ..capture.pcap import Frame
 from ..codec.histogram import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, Histogram
 from ..codec.record import Record
 from .client import Cluster, KafkaUnavailable, ProducerSettings, start_producer
-from .message import Message
+from .message import Message, MessageBatcher
 
 WHEN_FULL = ("block", "drop")
 HEALTH_INTERVAL_S = 2.0
 HEALTH_TIMEOUT_S = 5.0
+STALL_S = 10.0  # messages in flight and no acknowledgement for this long: Kafka is not taking records
+OUTAGE_REPEAT_S = 10.0  # while Kafka is not taking records, what is held is said again this often
 CLOSE_TIMEOUT_S = 5.0  # closing the producer: after a flush it has nothing left; interrupted, it may never deliver
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff between attempts to connect, or to hand a message over
 
 # (level, message): what the sink has to say about the broker, for the operator's log
 Say = Callable[[str, str], None]
-
-
-class MessageBatcher(Protocol):
-    """What the sink needs of its batcher: batch.Batcher, or kinds.py's for histograms and raw frames."""
-
-    held: int
-
-    def add(self, items: Sequence[Any], now: float) -> list[Message]: ...
-
-    def due(self, now: float) -> list[Message]: ...
-
-    def next_due(self) -> float | None: ...
-
-    def drain(self) -> list[Message]: ...
 
 
 class Producer(Protocol):
@@ -66,6 +64,41 @@ class Producer(Protocol):
     ) -> asyncio.Future[object]: ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class WatchedProducer(Producer, Protocol):
+    """A producer whose health the sink can watch: producer.RenewingProducer, routing.SharedProducer."""
+
+    @property
+    def client(self) -> Any: ...  # aiokafka's client: force_metadata_update() asks the cluster
+
+    @property
+    def renewing(self) -> bool: ...  # replacing a producer whose sequence state was lost
+
+
+class OutageLog:
+    """Says when Kafka stops taking records (at once, then every OUTAGE_REPEAT_S while it lasts) and when it is back."""
+
+    def __init__(self, say: Say, clock: Callable[[], float]) -> None:
+        self._say, self._clock = say, clock
+        self.since: float | None = None
+        self._next_at = 0.0
+
+    def update(self, trouble: str | None, holding: Callable[[bool], str]) -> None:
+        """`trouble`: what is wrong now (None: nothing); `holding(lasting)`: what the sink holds, said with it."""
+        now = self._clock()
+        if trouble is None:
+            if self.since is not None:
+                self._say("info", f"Kafka is taking records again after {now - self.since:.1f} s: {holding(False)}")
+                self.since = None
+            return
+        if self.since is None:
+            self.since = self._next_at = now
+        if now >= self._next_at:
+            self._next_at = now + OUTAGE_REPEAT_S
+            lasting = f" for {now - self.since:.0f} s" if now > self.since else ""
+            self._say("error", f"{trouble}{lasting}: {holding(True)}")
 
 
 @dataclass
@@ -127,6 +160,10 @@ class KafkaSink:
         if producer is not None:
             self._connected.set()
         self._say = say or (lambda level, message: None)
+        self._outage = OutageLog(self._say, clock)
+        self._dropped_before: int | None = None  # records dropped before the current outage
+        self._progress_at = clock()  # the last acknowledgement, or the first send after a quiet time
+        self._failing = False  # the last delivery was refused
         self._abandoned = False  # close gave up waiting: late delivery reports change nothing
         self._batcher = batcher
         self._clock = clock
@@ -156,7 +193,7 @@ class KafkaSink:
             self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._linger_loop())]
             if self._connect is not None:
                 self._tasks.append(asyncio.create_task(self._connect_loop(self._connect)))
-            elif hasattr(self._producer, "client"):
+            elif isinstance(self._producer, WatchedProducer):
                 self._tasks.append(asyncio.create_task(self._health_loop()))
 
     async def _connect_loop(self, connect: Callable[[], Awaitable[Producer]]) -> None:
@@ -175,19 +212,54 @@ class KafkaSink:
         if self.broker_up is False:
             self._say("info", f"connected to Kafka after {self._clock() - started:.1f} s")
         self.broker_up = True
-        if hasattr(self._producer, "client"):
+        if isinstance(self._producer, WatchedProducer):
             await self._health_loop()
 
     async def _health_loop(self) -> None:
-        """Ask the cluster for metadata now and then: is the broker there, whether or not we are sending?"""
-        client = self._producer.client  # type: ignore[union-attr]
+        """Ask the cluster for metadata now and then, and watch the deliveries: is Kafka taking records?"""
         while True:
-            try:
-                async with asyncio.timeout(HEALTH_TIMEOUT_S):  # not wait_for: on 3.11 it can swallow a cancel
-                    self.broker_up = bool(await client.force_metadata_update())
-            except Exception:  # any failure (a timeout too) means not reachable now
-                self.broker_up = False
+            trouble = await self._trouble()
+            self.broker_up = trouble is None and not self._failing
+            self._outage.update(trouble, self._holding)
             await asyncio.sleep(HEALTH_INTERVAL_S)
+
+    async def _trouble(self) -> str | None:
+        """Why Kafka is not taking records now, or None."""
+        producer: WatchedProducer = self._producer  # type: ignore[assignment]
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):  # not wait_for: on 3.11 it can swallow a cancel
+                reachable = bool(await producer.client.force_metadata_update())
+        except Exception:  # any failure (a timeout too) means not reachable now
+            reachable = False
+        if not reachable:
+            return "Kafka unreachable"
+        if producer.renewing:
+            return "Kafka producer being renewed"
+        if self.counters.in_flight and self._clock() - self._progress_at > STALL_S:
+            return "Kafka not acknowledging"
+        return None
+
+    def _holding(self, lasting: bool) -> str:
+        """What the sink holds, for the outage lines: while it lasts, or once it is over."""
+        if self._dropped_before is None:
+            self._dropped_before = self.counters.dropped
+        dropped = self.counters.dropped - self._dropped_before
+        if not lasting:
+            self._dropped_before = None
+        held = f"{self._held:,} records held for topic {self.topic}"
+        if not (lasting or self._held):
+            held = f"no record left held for topic {self.topic}"
+        if self.when_full == "drop":
+            when = "since" if lasting else "while it was away"
+            return f"{held}, {dropped:,} dropped {when} (--when-full drop at --max-pending {self.max_pending:,})"
+        if lasting:
+            return f"{held}, new records wait (--when-full block at --max-pending {self.max_pending:,})"
+        return f"{held}, delivering them" if self._held else held
+
+    wants_frames = False  # a raw rule's frames reach Kafka as their own messages, through routing.RoutedSink
+
+    async def write_frames(self, records: list[Record], frames: list[Frame]) -> None:
+        await self.write(records)
 
     async def write(self, records: Sequence[Record]) -> None:
         """Take records; waits while the sink is full (block), or drops the newest (drop)."""
@@ -213,6 +285,8 @@ class KafkaSink:
         self._enqueue(self._batcher.drain())
         while self._held:
             await self._wait_settled()
+        if self._outage.since is not None and self.counters.acked and not self._failing:
+            self._outage.update(None, self._holding)  # delivered before the next check: the outage is over
 
     async def close(self, timeout_s: float | None = None) -> None:
         """Stop the tasks and the producer; whatever was never handed to it counts as failed.
@@ -269,15 +343,17 @@ class KafkaSink:
                 if not (exc.retriable or isinstance(exc, KafkaTimeoutError)):  # a timeout: it was never taken
                     self._refused(message.count, _describe(exc))
                     continue
-                # not taken for now (its buffer stays full while the broker is away): keep it, first in line
+                # not taken for now (its buffer stays full while the broker is away): keep it, first in line;
+                # the health check says what is going on
                 self._queue.appendleft(message)
                 self.counters.retries += 1
-                self._say("error", f"Kafka is not taking messages ({_describe(exc)}): retrying")
                 await asyncio.sleep(RETRY_MIN_S)
                 continue
             except Exception as exc:  # a send that raises otherwise fails this message, never the loop
                 self._refused(message.count, _describe(exc))
                 continue
+            if not self.counters.in_flight:
+                self._progress_at = self._clock()
             self.counters.sent += message.count
             self.counters.messages += 1
             self.counters.batch_sizes.observe(message.count)
@@ -306,11 +382,14 @@ class KafkaSink:
             self._refused(count, _describe(delivery.exception()))
         else:
             self.counters.acked_messages += 1
+            self._progress_at = self._clock()
+            self._failing = False
             self.counters.latency.observe(self._clock() - sent_at)
             self._settle(count)
 
     def _refused(self, count: int, error: str) -> None:
         """Records of a message the client or the broker refused: failed, and said (rate-limited upstream)."""
+        self._failing = True
         self._say("error", f"Kafka refused a message: {error}")
         self._settle(count, error)
 
@@ -365,10 +444,11 @@ async def open_kafka_sink(
     `wait_for_broker`: then the sink starts at once and connects when it can.
     """
     options = dict(max_pending=max_pending, when_full=when_full, say=say)
+    start = partial(start_producer, cluster, settings, topic, say=say)
     if wait_for_broker:
-        sink = KafkaSink(None, topic, batcher, connect=partial(start_producer, cluster, settings, topic), **options)
+        sink = KafkaSink(None, topic, batcher, connect=start, **options)
     else:
-        sink = KafkaSink(await start_producer(cluster, settings, topic), topic, batcher, **options)
+        sink = KafkaSink(await start(), topic, batcher, **options)
     sink.start()  # the health check runs from the start, before any record
     try:
         yield sink

@@ -50,7 +50,7 @@ COUNTERS = [
 GAUGES = [
     ("ptc_records_pending", "Records between decoding and the broker's acknowledgement.", "pending"),
     ("ptc_kafka_messages_in_flight", "Kafka messages sent and not yet acknowledged.", "in_flight"),
-    ("ptc_kafka_broker_up", "1 if the last metadata request was answered, 0 if not, -1 before the first.", "broker"),
+    ("ptc_kafka_broker_up", "1 while Kafka takes records, 0 if not, -1 before the first check.", "broker"),
     ("ptc_capture_ring_use", "Share of the receive ring's blocks waiting for user space.", "ring_use"),
 ]
 

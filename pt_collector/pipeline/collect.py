@@ -14,18 +14,16 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from ..capture.pcap import Frame
-from ..codec.decode import DecodeError, Decoder
-from ..codec.record import Record
 from ..codec.wire import LINKTYPE_ETHERNET
+from .engine import Captured, Engine
 from .sinks import JsonLinesSink, OutputError, Sink
 from .stats import BROKER_DOWN, BROKER_UNKNOWN, BROKER_UP, CollectStats
 
 if TYPE_CHECKING:
     from ..capture import Receiver, SharedReceiver
-    from ..kafka.sink import KafkaSink
+    from ..kafka.sink import DeliveryCounters
 
 BURST = 4096  # frames drained per wakeup at most: the loop stays responsive under a flood
 
@@ -36,7 +34,7 @@ class Worker:
     def __init__(
         self,
         receiver: Receiver,
-        decoder: Decoder,
+        engine: Engine,
         sink: Sink,
         *,
         kernel_stats: Callable[[], tuple[int, int]] | None = None,
@@ -44,7 +42,7 @@ class Worker:
         shutdown_timeout_s: float | None = None,
     ) -> None:
         self.receiver = receiver
-        self.decoder = decoder
+        self.engine = engine
         self.sink = sink
         self.stats = CollectStats()
         self._kernel_stats = kernel_stats
@@ -54,7 +52,9 @@ class Worker:
         self.error: Exception | None = None
         self.shutdown_timeout_s = shutdown_timeout_s  # how long the last flush may take (None: as long as it takes)
         self.held_at_stop = 0  # records the sink held when capture stopped: the shutdown flush's work
-        self.unflushed = 0  # of those, still unacknowledged when that time was up
+        self.flushed = 0  # of those, acknowledged during the flush
+        self.failed_in_flush = 0  # failed during the flush (refused)
+        self.unflushed = 0  # still unacknowledged when its time was up (counted as failed when the sink closes)
 
     def stop(self) -> None:
         """Stop capturing (signal-handler safe): `run` flushes and returns."""
@@ -79,18 +79,22 @@ class Worker:
             self._delivery(self.stats)
         else:  # a file sink: written is delivered
             self.stats.sent = self.stats.acked = self.stats.batched
-        ring_use = getattr(self.receiver, "ring_use", None)
-        if ring_use is not None:
-            self.stats.ring_use = ring_use()
+        self.stats.ring_use = self.receiver.ring_use()
         return self.stats
 
     async def run(self) -> CollectStats:
         loop = asyncio.get_running_loop()
         fd = self.receiver.fileno()
-        loop.add_reader(fd, self._wake.set)
-        frames: list[tuple[int, bytes]] = []
+
+        def readable() -> None:  # once: while a write waits (Kafka away) the socket stays readable: the loop would spin
+            loop.remove_reader(fd)
+            self._wake.set()
+
+        frames: list[Captured] = []
         try:
             while not self._stopping:
+                if not self._wake.is_set():
+                    loop.add_reader(fd, readable)
                 await self._wake.wait()
                 self._wake.clear()
                 frames.clear()
@@ -100,16 +104,26 @@ class Worker:
             await self._drain_at_stop(frames)
         finally:
             loop.remove_reader(fd)
-        self.held_at_stop = getattr(self.sink, "held", 0)
+        acked, failed = self._settled()
         try:
             await asyncio.wait_for(self.sink.flush(), self.shutdown_timeout_s)
         except TimeoutError:  # the sink counts what it still holds as failed when it closes
-            self.unflushed = getattr(self.sink, "held", 0)
+            self.unflushed = self.sink.held
         except OutputError as exc:
             self.error = self.error or exc
+        acked_now, failed_now = self._settled()
+        self.flushed, self.failed_in_flush = acked_now - acked, failed_now - failed
+        self.held_at_stop = self.flushed + self.failed_in_flush + self.unflushed
         return self.snapshot()
 
-    async def _drain_at_stop(self, frames: list[tuple[int, bytes]]) -> None:
+    def _settled(self) -> tuple[int, int]:
+        """Records acknowledged and failed so far (for a file sink: written, none)."""
+        if self._delivery is None:
+            return self.stats.batched, 0
+        self._delivery(self.stats)
+        return self.stats.acked, self.stats.failed
+
+    async def _drain_at_stop(self, frames: list[Captured]) -> None:
         """Take no more frames, read every one the kernel took before (a ring's last block is handed over
         within its timeout), and count what could not be read: kernel received = frames + kernel dropped
         + left at stop."""
@@ -125,7 +139,7 @@ class Worker:
             await asyncio.sleep(0.002)
         self.stats.left_at_stop += left
 
-    async def _handle_or_stop(self, frames: list[tuple[int, bytes]]) -> None:
+    async def _handle_or_stop(self, frames: list[Captured]) -> None:
         """Handle the frames; an output that cannot be written (OutputError) stops the worker.
 
         A full disk does not empty itself: capture stops, the records already decoded are
@@ -137,31 +151,20 @@ class Worker:
             self.error = self.error or exc
             self.stop()
 
-    async def _handle(self, frames: list[tuple[int, bytes]]) -> None:
-        stats = self.stats
+    async def _handle(self, frames: list[Captured]) -> None:
+        stats, sink = self.stats, self.sink
+        decoded = self.engine.decode_batch(frames, LINKTYPE_ETHERNET, keep_frames=sink.wants_frames)
         stats.frames += len(frames)
-        decode = self.decoder.decode
-        records: list[Record] = []
-        kept: list[Frame] | None = [] if getattr(self.sink, "wants_frames", False) else None  # flow rules' raw
-        for capture_ns, frame in frames:
-            try:
-                record = decode(frame, capture_ns, LINKTYPE_ETHERNET)
-            except DecodeError as exc:
-                stats.malformed[exc.key] += 1
-                continue
-            if record is None:
-                stats.not_pt += 1
-            else:
-                records.append(record)
-                if kept is not None:
-                    kept.append((LINKTYPE_ETHERNET, capture_ns, frame))
+        stats.not_pt += decoded.not_pt
+        stats.malformed.update(decoded.malformed)
+        records = decoded.records
         if records:
             stats.decoded += len(records)
             stats.batched += len(records)
-            if kept is None:
-                await self.sink.write(records)
+            if decoded.frames is None:
+                await sink.write(records)
             else:
-                await self.sink.write_frames(records, kept)  # type: ignore[attr-defined]
+                await sink.write_frames(records, decoded.frames)
 
 
 async def run_worker(
@@ -205,12 +208,15 @@ class CaptureSettings:
     shutdown_timeout_s: float | None = None  # how long the flush after a stop may take
 
 
-def open_receiver(settings: CaptureSettings) -> tuple[Receiver, Callable[[], tuple[int, int]]]:
+Opened = tuple["SharedReceiver", Callable[[], tuple[int, int]]]  # a receiver and its kernel counters
+
+
+def open_receiver(settings: CaptureSettings) -> Opened:
     """The receiver and its kernel counters (CaptureSetupError when the interface cannot be captured on)."""
     from ..capture import DEFAULT_PROGRAM, RingReceiver, SocketReceiver, kernel_stats
 
     program = list(settings.program) if settings.program is not None else DEFAULT_PROGRAM
-    receiver: Receiver
+    receiver: SharedReceiver
     if settings.mode == "socket":
         receiver = SocketReceiver(
             settings.iface, program=program, fanout_group=settings.fanout_group, rcvbuf=settings.rcvbuf
@@ -225,9 +231,6 @@ def open_receiver(settings: CaptureSettings) -> tuple[Receiver, Callable[[], tup
     return receiver, lambda: kernel_stats(sock)
 
 
-Opened = tuple["SharedReceiver", Callable[[], tuple[int, int]]]  # a receiver and its kernel counters
-
-
 class ParentReceivers:
     """The receivers a parent opens for its workers before it drops its privileges (one per worker),
     so that a worker's successor reads on from the same ring, socket and counters: what the kernel
@@ -238,7 +241,7 @@ class ParentReceivers:
         self.closed: set[int] = set()
         try:
             for _ in range(count):
-                self.opened.append(open_receiver(settings))  # type: ignore[arg-type]
+                self.opened.append(open_receiver(settings))
         except BaseException:
             self.close()
             raise
@@ -274,7 +277,20 @@ class ParentReceivers:
         self.closed.update(range(len(self.opened)))
 
 
-def kafka_delivery(sink: KafkaSink) -> Callable[[CollectStats], None]:
+class Delivering(Protocol):
+    """A sink that counts its own deliveries: a KafkaSink, or the flow rules' router into Kafka."""
+
+    @property
+    def counters(self) -> DeliveryCounters: ...
+
+    @property
+    def held(self) -> int: ...
+
+    @property
+    def broker_up(self) -> bool | None: ...
+
+
+def kafka_delivery(sink: Delivering) -> Callable[[CollectStats], None]:
     """Fills a worker's Kafka counters from its sink's own."""
 
     def fill(stats: CollectStats) -> None:

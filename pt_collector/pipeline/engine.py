@@ -15,6 +15,8 @@ from ..capture.pcap import Frame
 from ..codec.decode import DecodeError, Decoder
 from ..codec.record import Record
 
+Captured = tuple[int, bytes]  # capture time (ns since the epoch), frame bytes: what a receiver drains
+
 
 @dataclass(slots=True)
 class Decoded:
@@ -31,7 +33,9 @@ class Engine(Protocol):
 
     name: str
 
-    def decode_batch(self, frames: Sequence[Frame], keep_frames: bool = False) -> Decoded: ...
+    def decode_batch(self, frames: Sequence[Captured], linktype: int, keep_frames: bool = False) -> Decoded:
+        """Decode `frames`, all of one link type; with `keep_frames`, each record's frame comes along."""
+        ...
 
 
 class PythonEngine:
@@ -42,12 +46,11 @@ class PythonEngine:
     def __init__(self, decoder: Decoder) -> None:
         self.decoder = decoder
 
-    def decode_batch(self, frames: Sequence[Frame], keep_frames: bool = False) -> Decoded:
+    def decode_batch(self, frames: Sequence[Captured], linktype: int, keep_frames: bool = False) -> Decoded:
         decode = self.decoder.decode
         out = Decoded(frames=[] if keep_frames else None)
         records, kept, malformed = out.records, out.frames, out.malformed
-        for frame in frames:
-            linktype, capture_ns, data = frame
+        for capture_ns, data in frames:
             try:
                 record = decode(data, capture_ns, linktype)
             except DecodeError as exc:
@@ -58,5 +61,5 @@ class PythonEngine:
                 continue
             records.append(record)
             if kept is not None:
-                kept.append(frame)
+                kept.append((linktype, capture_ns, data))
         return out

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..capture.pcap import CaptureError, Frame, read_capture
-from .engine import Engine
+from .engine import Captured, Engine
 from .sinks import Sink
 
 BATCH = 1024
@@ -95,8 +95,8 @@ async def _replay(
         stats.files += 1
         done = stats.bytes_read
         capture = read_capture(path)
-        for frames in _chunks(capture, stats.capture_errors):
-            await _decode_into(engine, frames, sink, stats)
+        for linktype, frames in _chunks(capture, stats.capture_errors):
+            await _decode_into(engine, linktype, frames, sink, stats)
             if on_batch:
                 stats.bytes_read = done + capture.offset
                 on_batch(stats)
@@ -104,24 +104,26 @@ async def _replay(
     await sink.flush()
 
 
-def _chunks(capture: Iterable[Frame], errors: list[str]) -> Iterator[list[Frame]]:
-    """The capture's frames, BATCH at a time; a file that cannot be read on is named in `errors`, and the
-    frames before the damage still come out."""
-    frames: list[Frame] = []
+def _chunks(capture: Iterable[Frame], errors: list[str]) -> Iterator[tuple[int, list[Captured]]]:
+    """The capture's frames as (link type, up to BATCH frames of it); a file that cannot be read on is named in
+    `errors`, and the frames before the damage still come out."""
+    frames: list[Captured] = []
+    current = -1
     try:
-        for frame in capture:
-            frames.append(frame)
-            if len(frames) >= BATCH:
-                yield frames
-                frames = []
+        for linktype, capture_ns, data in capture:
+            if linktype != current or len(frames) >= BATCH:
+                if frames:
+                    yield current, frames
+                frames, current = [], linktype
+            frames.append((capture_ns, data))
     except (CaptureError, OSError) as exc:
         errors.append(str(exc))
     if frames:
-        yield frames
+        yield current, frames
 
 
-async def _decode_into(engine: Engine, frames: list[Frame], sink: Sink, stats: ReplayStats) -> None:
-    decoded = engine.decode_batch(frames, keep_frames=sink.wants_frames)
+async def _decode_into(engine: Engine, linktype: int, frames: list[Captured], sink: Sink, stats: ReplayStats) -> None:
+    decoded = engine.decode_batch(frames, linktype, keep_frames=sink.wants_frames)
     stats.frames += len(frames)
     stats.not_pt += decoded.not_pt
     stats.malformed.update(decoded.malformed)

@@ -25,7 +25,8 @@ from ..codec.histogram import Histogram
 from ..codec.record import Record
 from ..kafka.client import Cluster, ProducerSettings, start_producer
 from ..kafka.kinds import HistogramBatcher, RawBatcher
-from ..kafka.sink import DeliveryCounters, KafkaSink, Say, open_kafka_sink
+from ..kafka.message import MessageBatcher
+from ..kafka.sink import CLOSE_TIMEOUT_S, DeliveryCounters, KafkaSink, Say, open_kafka_sink
 from .batch import Batcher
 from .functions import FRAMES, HISTOGRAMS, Emitted, RuleEngine
 from .rules import Ruleset
@@ -197,6 +198,10 @@ class SharedProducer:
     def client(self) -> Any:  # KafkaSink's health check asks it for metadata
         return self.producer.client
 
+    @property
+    def renewing(self) -> bool:  # and whether it is replacing a producer whose sequence state was lost
+        return bool(self.producer.renewing)
+
     async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
         return await self.producer.send(topic, value=value, key=key, headers=headers)
 
@@ -221,7 +226,7 @@ async def open_kafka_routes(
     tick_s: float | None = None,
     wait_for_broker: bool = False,
     say: Say | None = None,
-    close_timeout_s: float | None = None,
+    close_timeout_s: float | None = CLOSE_TIMEOUT_S,
 ) -> AsyncIterator[RoutedSink]:
     """A RoutedSink into Kafka: one producer for a KafkaSink per (topic, kind).
 
@@ -232,12 +237,12 @@ async def open_kafka_routes(
     way, raw frames are not. `close_timeout_s` bounds each sink's close.
     """
     topics = list(dict.fromkeys(topic for topic, _ in engine.outputs()))
-    shared = SharedProducer(partial(start_producer, cluster, settings, *topics))
+    shared = SharedProducer(partial(start_producer, cluster, settings, *topics, say=say))
     if not wait_for_broker:
         await shared.connect()
     sinks = {}
     for topic, kind in engine.outputs():
-        batcher = RawBatcher() if kind == FRAMES else records_batcher()
+        batcher: MessageBatcher = RawBatcher() if kind == FRAMES else records_batcher()
         batcher = HistogramBatcher(batcher) if kind == HISTOGRAMS else batcher
         options: dict[str, Any] = {"max_pending": max_pending, "when_full": when_full, "say": say}
         if wait_for_broker:
