@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint bench bench-kafka pcaps kafka-up kafka-down kafka-status clean
+.PHONY: setup deps demo test test-python-engine lint bench bench-kafka pcaps kafka-up kafka-down kafka-status clean
 
 NATIVE_SRC := native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 
@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml $(NATIVE_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@$(BIN)/python -c "import pt_collector._native" 2>/dev/null \
+		|| echo "ptc: the compiled engine was not built (no cargo on the PATH): ptc runs on the pure-Python engine" >&2
 	touch $(STAMP)
 
 setup: $(STAMP)  ## a virtualenv with ptc and the test tools
@@ -38,6 +40,9 @@ demo: setup  ## decode the bundled capture of encapsulated probes to stdout
 test: deps setup lint native-check  ## every test, the real Kafka broker ones included (and ptc paths --plot: the plot extra)
 	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[plot]'
 	$(BIN)/python -m pytest -q
+
+test-python-engine: setup  ## the suite again on the pure-Python engine (the outage test, 2 min of broker downtime, once is enough)
+	PTC_ENGINE=python $(BIN)/python -m pytest -q --ignore=tests/test_outage.py
 
 lint: setup
 	$(BIN)/ruff check .

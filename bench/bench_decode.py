@@ -35,7 +35,7 @@ from pt_collector.codec.decode import Decoder  # noqa: E402
 from pt_collector.codec.encode import ethernet  # noqa: E402
 from pt_collector.codec.generate import generate  # noqa: E402
 from pt_collector.codec.record import to_json_lines  # noqa: E402
-from pt_collector.pipeline.engine import PythonEngine  # noqa: E402
+from pt_collector.pipeline.engine import NATIVE, Engine, NativeEngine, PythonEngine  # noqa: E402
 from pt_collector.pipeline.replay import replay  # noqa: E402
 from pt_collector.pipeline.sinks import JsonLinesSink  # noqa: E402
 
@@ -52,9 +52,9 @@ def capture(count: int, sources: int = 4, name: str = "decode") -> Path:
     return path
 
 
-def replay_rate(path: Path, decoder: object) -> float:
+def replay_rate(path: Path, engine: Engine) -> float:
     with open(os.devnull, "wb") as out:
-        stats = asyncio.run(replay([path], PythonEngine(decoder), JsonLinesSink(out)))
+        stats = asyncio.run(replay([path], engine, JsonLinesSink(out)))
     return stats.probes / stats.elapsed_s
 
 
@@ -79,7 +79,7 @@ def json_rate(records: list) -> float:
     return len(records) / (time.perf_counter() - started)
 
 
-def cli_rate(path: Path, count: int, tts_shift: int | None) -> float:
+def cli_rate(path: Path, count: int, tts_shift: int | None, engine: str) -> float:
     ptc = shutil.which("ptc") or str(Path(sys.executable).parent / "ptc")
     cmd = [ptc, "replay", str(path), "--output", "/dev/null", "--quiet", "--no-progress"]
     if tts_shift is not None:
@@ -87,7 +87,7 @@ def cli_rate(path: Path, count: int, tts_shift: int | None) -> float:
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     started = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=dict(os.environ, PTC_ENGINE=engine))
     return count / (time.perf_counter() - started)
 
 
@@ -96,9 +96,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=300_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tts-shift", type=int, default=None)
+    parser.add_argument("--sources", type=int, default=256, help="source nodes, each on its own ECMP path")
     args = parser.parse_args()
 
-    path = capture(args.count)
+    path = capture(args.count, args.sources, f"decode-{args.sources}")
     frames = list(read_capture(path))
     ours, base = Decoder(args.tts_shift), BaselineDecoder(args.tts_shift)
     for linktype, capture_ns, frame in frames[:5000]:
@@ -108,15 +109,21 @@ def main() -> int:
     records = [ours.decode(frame, capture_ns, linktype) for linktype, capture_ns, frame in frames]
     best: dict[str, float] = {}
     for _ in range(args.repeat):  # interleaved, so drift on a shared machine hits both
-        for name, rate in (
-            ("ptc replay (in process)", replay_rate(path, Decoder(args.tts_shift))),
-            ("baseline replay (in process)", replay_rate(path, BaselineDecoder(args.tts_shift))),
+        runs = [
+            ("ptc replay (in process)", replay_rate(path, PythonEngine(Decoder(args.tts_shift)))),
+            ("baseline replay (in process)", replay_rate(path, PythonEngine(BaselineDecoder(args.tts_shift)))),
             ("ptc decode only", decode_rate(frames, Decoder(args.tts_shift))),
             ("baseline decode only", decode_rate(frames, BaselineDecoder(args.tts_shift))),
-            ("`ptc replay --output /dev/null`", cli_rate(path, args.count, args.tts_shift)),
+            ("`ptc replay --output /dev/null`", cli_rate(path, args.count, args.tts_shift, "python")),
             ("stage: pcap read only", read_rate(path)),
             ("stage: JSON lines encoding only", json_rate(records)),
-        ):
+        ]
+        if NATIVE:
+            runs += [
+                ("native replay (in process)", replay_rate(path, NativeEngine(args.tts_shift))),
+                ("native `ptc replay -o /dev/null`", cli_rate(path, args.count, args.tts_shift, "native")),
+            ]
+        for name, rate in runs:
             best[name] = max(best.get(name, 0.0), rate)
 
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
@@ -129,6 +136,9 @@ def main() -> int:
     replay_ratio = best["ptc replay (in process)"] / best["baseline replay (in process)"]
     print(f"{'ratio replay (ptc / baseline)':<34} {replay_ratio:>12.1f} x")
     print(f"{'ratio decode (ptc / baseline)':<34} {best['ptc decode only'] / best['baseline decode only']:>12.1f} x")
+    if NATIVE:
+        native_ratio = best["native replay (in process)"] / best["baseline replay (in process)"]
+        print(f"{'ratio replay (native / baseline)':<34} {native_ratio:>12.1f} x")
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The decoder against crafted layouts: frames/s next to typical traffic, in one run.
 
-    python bench/bench_layouts.py [--repeat 3] [--tts-shift 18] [--root DIR]
+    python bench/bench_layouts.py [--repeat 3] [--tts-shift 18] [--engine python|native] [--root DIR]
 
 Typical traffic is what `ptc generate` makes with 16 sources (5 MCDs, 3
 segments, values differing per probe): 100,000 encapsulated probes. Against
@@ -56,9 +56,12 @@ def frame_sets(typical_count: int) -> dict[str, list[bytes]]:
     }
 
 
-def rate(frames: list[bytes], tts_shift: int | None) -> tuple[float, int]:
+def rate(frames: list[bytes], tts_shift: int | None, engine: str) -> tuple[float, int]:
     """(frames/s, records) of a fresh decoder over `frames`."""
     from pt_collector.codec.decode import DecodeError, Decoder
+
+    if engine == "native":
+        return native_rate(frames, tts_shift)
 
     decode = Decoder(tts_shift).decode
     records = 0
@@ -69,12 +72,25 @@ def rate(frames: list[bytes], tts_shift: int | None) -> tuple[float, int]:
     return len(frames) / (time.process_time() - started), records
 
 
+def native_rate(frames: list[bytes], tts_shift: int | None) -> tuple[float, int]:
+    """The compiled engine, a batch of 1,024 frames at a time (decoded and encoded as JSON lines)."""
+    from pt_collector.pipeline.engine import NativeEngine
+
+    engine, batch = NativeEngine(tts_shift), [(0, frame) for frame in frames]
+    records = 0
+    started = time.process_time()
+    for i in range(0, len(batch), 1024):
+        records += len(engine.decode_batch(batch[i : i + 1024], 1).records)
+    return len(frames) / (time.process_time() - started), records
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tts-shift", type=int, default=18)
     parser.add_argument("--typical", type=int, default=100_000, help="typical probes (default 100,000)")
     parser.add_argument("--only", nargs="*", default=None, help="the sets to run, by first word")
+    parser.add_argument("--engine", choices=("python", "native"), default="python", help="the engine to measure")
     parser.add_argument("--root", type=Path, default=HERE.parent, help="where pt_collector is imported from")
     args = parser.parse_args()
     sys.path[:0] = [str(args.root.resolve()), str(HERE.parent / "tests")]
@@ -86,7 +102,7 @@ def main() -> int:
     records: dict[str, int] = {}
     for _ in range(args.repeat):  # interleaved, so drift on a shared machine hits every set
         for name, frames in sets.items():
-            per_s, records[name] = rate(frames, args.tts_shift)
+            per_s, records[name] = rate(frames, args.tts_shift, args.engine)
             best[name] = max(best.get(name, 0.0), per_s)
 
     import pt_collector.codec.decode
@@ -95,7 +111,7 @@ def main() -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
     print(
-        f"# decoder: {pt_collector.codec.decode.__file__}, tts-shift {args.tts_shift},"
+        f"# {args.engine} engine, decoder: {pt_collector.codec.decode.__file__}, tts-shift {args.tts_shift},"
         f" best of {args.repeat}, interleaved"
     )
     typical = best["typical (16 sources)"]

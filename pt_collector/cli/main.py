@@ -13,6 +13,7 @@ import click
 from .. import __version__
 from ..ops.config import apply as apply_settings
 from ..ops.config import expose_environment
+from ..pipeline.engine import engine_label
 from .collect import collect
 from .common import hold_standard_fds
 from .config import config_group
@@ -28,7 +29,7 @@ from .rules import rules_group
     "--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path), envvar="PTC_CONFIG",
     show_envvar=True, help="Settings for the commands from a TOML file (docs/configuration.md).",
 )  # fmt: skip
-@click.version_option(__version__, prog_name="ptc")
+@click.version_option(__version__, prog_name="ptc", message=f"%(prog)s, version %(version)s, {engine_label()}")
 @click.pass_context
 def main(ctx: click.Context, config_file: Path | None) -> None:
     """ptc: the SRv6 Path Tracing probe collector.

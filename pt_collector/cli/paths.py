@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ class _TableSink(DirectSink):
     def __init__(self, table: PathTable) -> None:
         self.table = table
 
-    async def write(self, records: list[Record]) -> None:
+    async def write(self, records: Sequence[Record]) -> None:
         self.table.add(records)
 
 

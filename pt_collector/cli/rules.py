@@ -10,12 +10,11 @@ from pathlib import Path
 import click
 
 from ..capture.pcap import Frame
-from ..codec.decode import Decoder
 from ..codec.record import PathHistogram, Record
 from ..codec.tts import MAX_SHIFT
 from ..kafka.kinds import raw_key
-from ..ops.config import effective
-from ..pipeline.engine import PythonEngine
+from ..ops.config import Config, effective
+from ..pipeline.engine import Engine, EngineError, make_engine
 from ..pipeline.functions import Emitted, RuleCounters, RuleEngine
 from ..pipeline.path_histogram import probe_time
 from ..pipeline.replay import replay
@@ -70,7 +69,7 @@ def rules_test(
     engine = RuleEngine(config.rules, topic.value if topic else "pt-probes")
     sink = _TestSink(engine, show=None if summary else echo_or_raise)
     with stdout_report():
-        stats = run_async(replay(files, PythonEngine(Decoder(shift, config.shift_by_source)), sink))
+        stats = run_async(replay(files, _engine(shift, config), sink))
         if summary:
             _summary_table(engine)
         counts = f"{stats.probes:,} probes, {stats.not_pt:,} not PT, {stats.malformed_total:,} malformed"
@@ -91,10 +90,10 @@ class _TestSink(DirectSink):
         self.show = show
         self.probes = 0
 
-    async def write(self, records: list[Record]) -> None:
+    async def write(self, records: Sequence[Record]) -> None:
         await self.write_frames(records, [None] * len(records))
 
-    async def write_frames(self, records: list[Record], frames: Sequence[Frame | None]) -> None:
+    async def write_frames(self, records: Sequence[Record], frames: Sequence[Frame | None]) -> None:
         engine = self.engine
         for record, frame in zip(records, frames, strict=True):
             self.probes += 1
@@ -170,3 +169,10 @@ def _summary_table(engine: RuleEngine) -> None:
 
 def _counts(c: RuleCounters) -> list[str]:
     return [f"{n:,}" for n in (c.probes, c.records, c.sampled_out, c.dropped, c.histograms, c.late, c.frames)]
+
+
+def _engine(shift: int | None, config: Config) -> Engine:
+    try:
+        return make_engine(shift, config.shift_by_source)
+    except EngineError as exc:
+        raise click.UsageError(str(exc)) from None

@@ -6,6 +6,9 @@ with defaults.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, overload
+
 import msgspec
 
 SCHEMA_VERSION = 1
@@ -53,8 +56,41 @@ msgpack_encoder = msgspec.msgpack.Encoder()
 msgpack_decoder = msgspec.msgpack.Decoder(list[Record])
 
 
-def to_json_lines(records: list[Record]) -> bytes:
-    """Records as JSON lines, each ending in a newline."""
+class EncodedRecords(Sequence[Record]):
+    """Records that arrive encoded as JSON lines (the native engine's batches): written out as they are, and made
+    Record objects only when one is asked for."""
+
+    __slots__ = ("_count", "_records", "json_lines")
+
+    def __init__(self, json_lines: bytes, count: int) -> None:
+        self.json_lines = json_lines
+        self._count = count
+        self._records: list[Record] | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if self._records is None:
+            self._records = json_decoder.decode_lines(self.json_lines)
+        return self._records[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def to_json_lines(records: Sequence[Any]) -> bytes:
+    """Records (or histograms) as JSON lines, each ending in a newline."""
+    if isinstance(records, EncodedRecords):
+        return records.json_lines
     return json_encoder.encode_lines(records)
 
 

@@ -258,7 +258,7 @@ class KafkaSink:
 
     wants_frames = False  # a raw rule's frames reach Kafka as their own messages, through routing.RoutedSink
 
-    async def write_frames(self, records: list[Record], frames: list[Frame]) -> None:
+    async def write_frames(self, records: Sequence[Record], frames: list[Frame]) -> None:
         await self.write(records)
 
     async def write(self, records: Sequence[Record]) -> None:

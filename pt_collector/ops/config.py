@@ -25,9 +25,8 @@ from typing import Any
 
 import click
 
-from ..codec.decode import Decoder
 from ..codec.tts import MAX_SHIFT
-from ..pipeline.engine import Engine, PythonEngine
+from ..pipeline.engine import Engine, EngineError, make_engine
 from ..pipeline.rules import RuleError, Ruleset, parse_rules
 
 ENV_PREFIX = "PTC_"
@@ -276,16 +275,15 @@ def rules_for() -> Ruleset:
     return rules if rules is not None else Ruleset()
 
 
-def decoder_for(tts_shift: int | None) -> Decoder:
-    """The running command's decoder: its TTS shift, and the config file's per-source shifts if any."""
+def engine_for(tts_shift: int | None) -> Engine:
+    """The running command's engine (PTC_ENGINE, else native where built), decoding with this TTS shift and the
+    config file's per-source shifts."""
     ctx = click.get_current_context(silent=True)
     shift_by_source = ctx.meta.get(_META_SHIFTS) if ctx is not None else None
-    return Decoder(tts_shift, shift_by_source)
-
-
-def engine_for(tts_shift: int | None) -> Engine:
-    """The running command's engine, decoding as decoder_for's decoder does."""
-    return PythonEngine(decoder_for(tts_shift))
+    try:
+        return make_engine(tts_shift, shift_by_source)
+    except EngineError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- `ptc config check`

@@ -2,18 +2,30 @@
 
 Replay and collect both turn frames into records here and nowhere else, so
 this is the one seam where the compiled engine takes the pure one's place.
+Two engines fill it: `NativeEngine` (Rust, native/) where it is built, and
+`PythonEngine` (codec/decode.py), the reference and the fallback.
+`PTC_ENGINE=native|python` chooses; `make_engine` gives the one in use.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv6Network
 from typing import Protocol
 
 from ..capture.pcap import Frame
 from ..codec.decode import DecodeError, Decoder
-from ..codec.record import Record
+from ..codec.record import EncodedRecords, Record
+
+try:
+    from .. import _native
+except ImportError:  # installed without a Rust toolchain: the pure engine alone
+    _native = None  # type: ignore[assignment]
+
+NATIVE = _native is not None  # the compiled engine is built here
 
 Captured = tuple[int, bytes]  # capture time (ns since the epoch), frame bytes: what a receiver drains
 
@@ -22,7 +34,7 @@ Captured = tuple[int, bytes]  # capture time (ns since the epoch), frame bytes: 
 class Decoded:
     """What a batch of frames gave: every frame is in exactly one of records, not_pt or malformed."""
 
-    records: list[Record] = field(default_factory=list)
+    records: Sequence[Record] = field(default_factory=list)
     frames: list[Frame] | None = None  # records[i]'s frame, when asked for (the flow rules' raw function)
     not_pt: int = 0
     malformed: Counter[str] = field(default_factory=Counter)  # by DecodeError.key
@@ -48,8 +60,9 @@ class PythonEngine:
 
     def decode_batch(self, frames: Sequence[Captured], linktype: int, keep_frames: bool = False) -> Decoded:
         decode = self.decoder.decode
-        out = Decoded(frames=[] if keep_frames else None)
-        records, kept, malformed = out.records, out.frames, out.malformed
+        records: list[Record] = []
+        out = Decoded(records, frames=[] if keep_frames else None)
+        kept, malformed = out.frames, out.malformed
         for capture_ns, data in frames:
             try:
                 record = decode(data, capture_ns, linktype)
@@ -63,3 +76,58 @@ class PythonEngine:
             if kept is not None:
                 kept.append((linktype, capture_ns, data))
         return out
+
+
+class NativeEngine:
+    """The compiled engine (native/, `pt_collector._native`): a batch decoded and encoded in Rust at once.
+
+    Its JSON lines are byte for byte what the pure engine's records encode to (tests/test_native.py). They are
+    handed on as they are (EncodedRecords): a JSON lines file takes them whole, and whatever asks for Record
+    objects (flow rules, Kafka batching) gets them read back with msgspec.
+    """
+
+    name = "native"
+
+    def __init__(self, tts_shift: int | None = None, shift_by_source: Mapping[IPv6Network, int] | None = None) -> None:
+        if not NATIVE:
+            raise EngineError("the native engine is not built here (no Rust toolchain at install): PTC_ENGINE=python")
+        self._decoder = _native.Decoder(tts_shift, shift_by_source or None, "json")
+
+    def decode_batch(self, frames: Sequence[Captured], linktype: int, keep_frames: bool = False) -> Decoded:
+        batch = self._decoder.decode_frames(frames, linktype)
+        out = Decoded(not_pt=batch.not_pt, malformed=Counter(batch.malformed))
+        if batch.decoded:
+            out.records = EncodedRecords(batch.data, batch.decoded)
+        if keep_frames:
+            out.frames = [(linktype, *frames[i]) for i in batch.indices()]
+        return out
+
+
+class EngineError(ValueError):
+    """An engine that cannot be had: one line for the operator."""
+
+
+ENGINES = ("native", "python")
+
+
+def engine_name() -> str:
+    """The engine in use: PTC_ENGINE (native or python), else native where it is built."""
+    wanted = os.environ.get("PTC_ENGINE", "").strip().lower()
+    if wanted and wanted not in ENGINES:
+        raise EngineError(f"PTC_ENGINE={wanted}: not an engine (one of {', '.join(ENGINES)})")
+    return wanted or ("native" if NATIVE else "python")
+
+
+def engine_label() -> str:
+    """The engine in use, for --version: `native engine` or `python engine` (or what is wrong with PTC_ENGINE)."""
+    try:
+        return f"{engine_name()} engine"
+    except EngineError as exc:
+        return str(exc)
+
+
+def make_engine(tts_shift: int | None = None, shift_by_source: Mapping[IPv6Network, int] | None = None) -> Engine:
+    """The engine in use (engine_name), decoding with this TTS shift and these per-source shifts."""
+    if engine_name() == "native":
+        return NativeEngine(tts_shift, shift_by_source)
+    return PythonEngine(Decoder(tts_shift, shift_by_source))

@@ -32,6 +32,7 @@ class ReplayStats:
     elapsed_s: float = 0.0
     bytes_total: int = 0  # of the capture files, for progress
     bytes_read: int = 0
+    engine: str = ""  # the engine that decoded: native or python
 
     @property
     def malformed_total(self) -> int:
@@ -56,6 +57,7 @@ class ReplayStats:
         lines += [
             f"{'elapsed':<{width}}{self.elapsed_s:.3f} s",
             f"{'rate':<{width}}{self.probes_per_s:,.0f} probes/s",
+            f"{'engine':<{width}}{self.engine}",
         ]
         return "\n".join(lines)
 
@@ -74,6 +76,7 @@ async def replay(
     are filled as it goes, so they survive an interruption.
     """
     stats = stats if stats is not None else ReplayStats()
+    stats.engine = engine.name
     started = time.perf_counter()
     try:
         await _replay(files, engine, sink, on_batch, stats)

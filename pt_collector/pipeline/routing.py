@@ -83,10 +83,10 @@ class RoutedSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
 
-    async def write(self, records: list[Record]) -> None:
+    async def write(self, records: Sequence[Record]) -> None:
         await self._send(self.engine.route(records))
 
-    async def write_frames(self, records: list[Record], frames: list[Frame]) -> None:
+    async def write_frames(self, records: Sequence[Record], frames: list[Frame]) -> None:
         await self._send(self.engine.route(records, frames))
 
     async def tick(self, now_ns: int) -> None:

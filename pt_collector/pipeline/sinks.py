@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+from collections.abc import Sequence
 from typing import Any, BinaryIO, Protocol
 
 from ..capture.pcap import Frame
@@ -29,9 +30,9 @@ class Sink(Protocol):
     @property
     def held(self) -> int: ...
 
-    async def write(self, records: list[Record]) -> None: ...
+    async def write(self, records: Sequence[Record]) -> None: ...
 
-    async def write_frames(self, records: list[Record], frames: list[Frame]) -> None: ...
+    async def write_frames(self, records: Sequence[Record], frames: list[Frame]) -> None: ...
 
     async def flush(self) -> None: ...
 
@@ -44,10 +45,10 @@ class DirectSink:
     wants_frames = False
     held = 0
 
-    async def write(self, records: list[Record]) -> None:
+    async def write(self, records: Sequence[Record]) -> None:
         raise NotImplementedError
 
-    async def write_frames(self, records: list[Record], frames: list[Frame]) -> None:
+    async def write_frames(self, records: Sequence[Record], frames: list[Frame]) -> None:
         await self.write(records)
 
     async def flush(self) -> None:
@@ -150,7 +151,7 @@ class JsonLinesSink(DirectSink):
     def __init__(self, stream: BinaryIO, name: str = "the output") -> None:
         self.lines = LineWriter(stream, name)
 
-    async def write(self, records: list[Any]) -> None:  # records, or histograms through the flow rules
+    async def write(self, records: Sequence[Any]) -> None:  # records, or histograms through the flow rules
         self.lines.write(to_json_lines(records), len(records))
 
     async def flush(self) -> None:
@@ -163,5 +164,5 @@ class ListSink(DirectSink):
     def __init__(self) -> None:
         self.records: list[Record] = []
 
-    async def write(self, records: list[Record]) -> None:
+    async def write(self, records: Sequence[Record]) -> None:
         self.records.extend(records)
