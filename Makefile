@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,analyze]'
 	touch $(STAMP)
 
 setup: $(STAMP)  ## a virtualenv with ptc and the test tools
@@ -32,8 +32,9 @@ deps:  ## what the tests need from Debian: kcat, Java and Maven (the Kafka broke
 demo: setup  ## decode the bundled capture of encapsulated probes to stdout
 	$(BIN)/ptc replay pcaps/encap.pcap --tts-shift 18 --output -
 
-test: deps setup lint  ## every test, the real Kafka broker ones included (and ptc paths --plot: the plot extra)
+test: deps setup lint  ## every test, the real Kafka broker ones included (ptc paths --plot: plot extra; ptc analyze: analyze extra)
 	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[plot]'
+	$(BIN)/python -c "import quixstreams, ddsketch" 2>/dev/null || $(BIN)/pip install --quiet -e '.[analyze]'
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -80,3 +81,8 @@ soak: setup  ## ptc collect under SOAK_RATE probes/s for SOAK_MINUTES over a vet
 
 bench-rules: setup  ## the flow rules' functions: the histogram's cost per probe next to pass and sample
 	$(BIN)/python bench/bench_rules.py
+
+.PHONY: bench-analyze
+
+bench-analyze: setup  ## ptc analyze: probes/s for one and two instances next to kcat, and probe-to-window latency
+	$(BIN)/python bench/bench_analyze.py

@@ -400,6 +400,7 @@ def generate(
 main.add_command(collect)
 main.add_command(paths)
 main.add_command(rules_group)
+main.add_command(__import__("pt_collector.cli_analyze", fromlist=["analyze"]).analyze)  # ptc analyze: its own module
 
 
 @main.group("config")
