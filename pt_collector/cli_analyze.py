@@ -113,6 +113,7 @@ def analyze(
         quix_app.build(settings, counters).run()
     except Exception as exc:  # Quix Streams' and librdkafka's failures: one line, status 1
         click.echo(counters.summary(), err=True)
-        click.echo(f"ptc: error: {type(exc).__name__}: {exc}", err=True)
+        cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ is not None else ""
+        click.echo(f"ptc: error: {type(exc).__name__}: {exc}{cause}", err=True)
         sys.exit(1)
     click.echo(counters.summary(), err=True)

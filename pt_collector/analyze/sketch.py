@@ -3,6 +3,8 @@
 The state is a JSON-able dict so that Quix Streams can keep it in RocksDB
 and its changelog: the sketch's non-empty bins by key, as its own stores
 hold them, and the exact integer extremes and sum (records hold no floats).
+The sum is kept as decimal text: a sum of implausible delays (bad clocks)
+can leave 64 bits, which the state's JSON serializer refuses.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def new_sketch() -> DDSketch:
 
 
 def empty() -> State:
-    return {"n": 0, "min": None, "max": None, "sum": 0, "pos": {}, "neg": {}, "zero": 0}
+    return {"n": 0, "min": None, "max": None, "sum": "0", "pos": {}, "neg": {}, "zero": 0}
 
 
 def of(delays: Iterable[int]) -> State:
@@ -35,7 +37,7 @@ def of(delays: Iterable[int]) -> State:
     for value in values:
         sketch.add(value)
     return {
-        "n": len(values), "min": min(values), "max": max(values), "sum": sum(values),
+        "n": len(values), "min": min(values), "max": max(values), "sum": str(sum(values)),
         "pos": _bins(sketch._store), "neg": _bins(sketch._negative_store), "zero": int(sketch._zero_count),
     }  # fmt: skip
 
@@ -48,7 +50,7 @@ def merge(a: State, b: State) -> State:
         return b
     return {
         "n": a["n"] + b["n"], "min": min(a["min"], b["min"]), "max": max(a["max"], b["max"]),
-        "sum": a["sum"] + b["sum"],
+        "sum": str(int(a["sum"]) + int(b["sum"])),
         "pos": _add(a["pos"], b["pos"]), "neg": _add(a["neg"], b["neg"]), "zero": a["zero"] + b["zero"],
     }  # fmt: skip
 

@@ -179,4 +179,4 @@ def _histogram(key: PathKey, start_ms: int, width_ms: int, path: dict, loss: int
 
 def _delays(state: sketch.State) -> DelayHistogram:
     n = state["n"]
-    return DelayHistogram(n, state["min"], state["max"], state["sum"], (n,), sketch.quantiles(state))
+    return DelayHistogram(n, state["min"], state["max"], int(state["sum"]), (n,), sketch.quantiles(state))
