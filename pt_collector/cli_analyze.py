@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -69,10 +70,18 @@ DEFAULT_GROUP = "ptc-analyze"
     help="A path_gone event once a source's windows close N windows without the path.",
 )
 @click.option("--at-least-once", is_flag=True, help="Without Kafka transactions [default: exactly-once].")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus /metrics on PORT: counters, each path's latest window.",
+)
+@click.option("--metrics-address", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 def analyze(
     topic: str, brokers: str, output_topic: str, events_topic: str, group: str, window_s: float, grace_s: float,
     state_dir: Path, p99_threshold_ms: float | None, loss_threshold: float | None, unseen_windows: int,
-    at_least_once: bool,
+    at_least_once: bool, metrics_port: int | None, metrics_address: str,
 ) -> None:  # fmt: skip
     """Per-path windows of probe count, loss and delay quantiles, across every collector, with Quix Streams.
 
@@ -84,9 +93,12 @@ def analyze(
 
     Exit status 0 when stopped; 1 when the brokers could not be used; 2 on a usage error.
     """
+    signal.signal(signal.SIGTERM, _interrupt)  # a stop while Quix Streams loads: a clean one (it installs its own)
     try:
         from .analyze import app as quix_app
         from .analyze.events import Thresholds
+    except KeyboardInterrupt:  # stopped while loading: nothing was read
+        return
     except ImportError as exc:
         raise click.UsageError(f"ptc analyze needs the analyze extra ({exc.name} is missing): "
                                "pip install 'pt-collector[analyze]'") from None  # fmt: skip
@@ -104,6 +116,8 @@ def analyze(
         exactly_once=not at_least_once,
     )
     counters = quix_app.Counters()
+    if metrics_port is not None:
+        _serve_metrics(counters, metrics_address, metrics_port)
     click.echo(
         f"ptc analyze: {topic} as group {group} on {brokers}; windows of {window_ms} ms, grace {grace_ms} ms "
         f"-> {output_topic}, {events_topic}",
@@ -111,9 +125,27 @@ def analyze(
     )
     try:
         quix_app.build(settings, counters).run()
+    except KeyboardInterrupt:
+        pass
     except Exception as exc:  # Quix Streams' and librdkafka's failures: one line, status 1
         click.echo(counters.summary(), err=True)
         cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ is not None else ""
         click.echo(f"ptc: error: {type(exc).__name__}: {exc}{cause}", err=True)
         sys.exit(1)
     click.echo(counters.summary(), err=True)
+
+
+def _serve_metrics(counters, address: str, port: int) -> None:  # type: ignore[no-untyped-def]
+    from .analyze.metrics import PathMetrics, serve
+
+    metrics = PathMetrics(counters)
+    counters.on_histograms = metrics.observe
+    try:
+        serve(metrics, address, port)
+    except OSError as exc:
+        raise click.UsageError(f"--metrics-port {port}: {exc.strerror}") from None
+    click.echo(f"ptc analyze: /metrics on http://{address}:{port}/metrics", err=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -13,9 +13,11 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -201,14 +203,15 @@ class Instance:
         )  # fmt: skip
 
     def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(60) == 0, self.log.read_text()
-        return self.log.read_text()
+        return stop_all([self])[0]
 
 
 def stop_all(instances: list[Instance]) -> list[str]:
     """SIGTERM to all at once: one stopping after another would stop the last one amid the rebalance."""
     for instance in instances:
+        deadline = time.monotonic() + 60
+        while " as group " not in instance.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)  # before the interpreter has loaded ptc, SIGTERM is Python's default: death
         instance.proc.send_signal(signal.SIGTERM)
     for instance in instances:
         assert instance.proc.wait(60) == 0, instance.log.read_text()
@@ -301,6 +304,12 @@ def _matches(h: PathHistogram, key: tuple) -> bool:
     return (h.src.addr, h.start_ns, (h.src.addr, h.sink.addr if h.sink else None, h.hop_if_ids)) == key
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _probe(base: Record, ms: int, sequence: int, session: int = 1, hop_shift: int = 0) -> Record:
     hops = tuple(msgspec.structs.replace(h, if_id=h.if_id + hop_shift) for h in base.hops)
     src = msgspec.structs.replace(base.src, time_ns=START + ms * NS)
@@ -320,10 +329,16 @@ def test_late_and_reordered_probes_and_the_path_events(kafka_broker, tmp_path):
     ]  # fmt: skip
     for args in sent:
         produce(kafka_broker, names["topic"], [_probe(base, *args)])
-    instance = Instance(kafka_broker, names, tmp_path / "a", **{"p99-threshold-ms": "0.001", "unseen-windows": "1"})
+    port = _free_port()
+    options = {"p99-threshold-ms": "0.001", "unseen-windows": "1", "metrics-port": str(port)}
+    instance = Instance(kafka_broker, names, tmp_path / "a", **options)
     out = histograms_of(read_all(kafka_broker, names["output-topic"], lambda items: len(histograms_of(items)) >= 2))
     events = read_all(kafka_broker, names["events-topic"], lambda items: len(items) >= 6, timeout_s=30)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     log = instance.stop()
+    assert "ptc_analyze_late_probes_total 1.0" in metrics, metrics
+    gauges = sorted(line.split()[-1] for line in metrics.splitlines() if line.startswith("ptc_analyze_path_probes{"))
+    assert gauges == ["2.0", "3.0"], metrics  # each path's latest window: window 1 of the new path, 0 of the old
     assert [((h.start_ns - START) // NS, h.count, h.loss) for h in out] == [(0, 3, 0), (1000, 2, 0)]
     assert "1 late probes" in log, log
     said = [msgspec.json.decode(m.value()) for m in events]

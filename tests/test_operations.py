@@ -149,6 +149,7 @@ def test_grafana_dashboard_reads_metrics_ptc_serves():
     dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
     served = {f"{name}_total" for name, _, _ in COUNTERS} | {name for name, _, _ in GAUGES}
     served |= {"ptc_malformed_frames_total", "ptc_capturing"}
+    served |= __import__("pt_collector.analyze.metrics", fromlist=["SERVED"]).SERVED  # ptc analyze --metrics-port
     served |= {
         f"ptc_kafka_{h}_{part}" for h in ("delivery_seconds", "batch_records") for part in ("bucket", "sum", "count")
     }

@@ -55,7 +55,7 @@ class Counters:
     windows: int = 0
     histograms: int = 0
     events: int = 0
-    on_change: Callable[[Counters], None] | None = None
+    on_histograms: Callable[[list], None] | None = None  # metrics.PathMetrics.observe
 
     def summary(self) -> str:
         return (
@@ -110,8 +110,8 @@ class Analyzer:
         self.counters.windows += 1
         self.counters.histograms += len(hists)
         self.counters.events += len(found)
-        if self.counters.on_change is not None:
-            self.counters.on_change(self.counters)
+        if self.counters.on_histograms is not None:
+            self.counters.on_histograms(hists)
         return {"value": json_encoder.encode_lines(hists), "count": len(hists), "events": found}
 
 
