@@ -71,6 +71,14 @@ DEFAULT_GROUP = "ptc-analyze"
 )
 @click.option("--at-least-once", is_flag=True, help="Without Kafka transactions [default: exactly-once].")
 @click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the brokers to answer at start (said on stderr while it lasts), then exit 1.",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
@@ -81,7 +89,7 @@ DEFAULT_GROUP = "ptc-analyze"
 def analyze(
     topic: str, brokers: str, output_topic: str, events_topic: str, group: str, window_s: float, grace_s: float,
     state_dir: Path, p99_threshold_ms: float | None, loss_threshold: float | None, unseen_windows: int,
-    at_least_once: bool, metrics_port: int | None, metrics_address: str,
+    at_least_once: bool, connect_timeout: float, metrics_port: int | None, metrics_address: str,
 ) -> None:  # fmt: skip
     """Per-path windows of probe count, loss and delay quantiles, across every collector, with Quix Streams.
 
@@ -97,6 +105,7 @@ def analyze(
     try:
         from .analyze import app as quix_app
         from .analyze.events import Thresholds
+        from .analyze.reach import wait_for_brokers
     except KeyboardInterrupt:  # stopped while loading: nothing was read
         return
     except ImportError as exc:
@@ -124,6 +133,7 @@ def analyze(
         err=True,
     )
     try:
+        wait_for_brokers(brokers, connect_timeout)
         quix_app.build(settings, counters).run()
     except KeyboardInterrupt:
         pass

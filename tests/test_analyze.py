@@ -360,3 +360,15 @@ def test_a_window_of_implausible_delays_still_fits_the_state_store():
     [(_, aggregate)] = windows.aggregates(records, WINDOW_MS)
     [h] = windows.histograms(base.src.addr, 0, WINDOW_MS, loads(dumps(windows.merge(aggregate, aggregate))), {})
     assert h.count == 20 and h.hop_delays[0].sum_ns < -(2**63) and h.hop_delays[0].count == 20
+
+
+def test_no_broker_is_said_while_waiting_then_exit_status_1(tmp_path):
+    port = _free_port()  # nothing listens there
+    done = subprocess.run(
+        [sys.executable, "-m", "pt_collector.cli", "analyze", f"--brokers=127.0.0.1:{port}", "--connect-timeout=2",
+         f"--state-dir={tmp_path}"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"ptc analyze: waiting for Kafka at 127.0.0.1:{port}" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("ptc: error: KafkaUnavailable: no answer from Kafka"), done.stderr
+    assert "Traceback" not in done.stderr
