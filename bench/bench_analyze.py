@@ -41,12 +41,12 @@ from bench_kafka import broker  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from pt_collector.decode import Decoder  # noqa: E402
-from pt_collector.generate import generate  # noqa: E402
-from pt_collector.kinds import decode_any_message  # noqa: E402
-from pt_collector.message import build_message  # noqa: E402
-from pt_collector.record import Record  # noqa: E402
-from pt_collector.wire import LINKTYPE_RAW  # noqa: E402
+from pt_collector.codec.decode import Decoder  # noqa: E402
+from pt_collector.codec.generate import generate  # noqa: E402
+from pt_collector.codec.record import Record  # noqa: E402
+from pt_collector.codec.wire import LINKTYPE_RAW  # noqa: E402
+from pt_collector.kafka.kinds import decode_any_message  # noqa: E402
+from pt_collector.kafka.message import build_message  # noqa: E402
 
 SOURCES, BATCH, PARTITIONS = 16, 500, 4
 TICK_S = 0.05  # the latency run's producer: every 50 ms a message per source (a collector's --linger-ms 50)
@@ -119,7 +119,7 @@ def output_reader(brokers: str, topic: str) -> Consumer:
 
 def start(brokers: str, topic: str, out: str, group: str, state: Path, window: float, grace: float, log=None):
     return subprocess.Popen(
-        [sys.executable, "-m", "pt_collector.cli", "analyze", "--brokers", brokers, "--topic", topic,
+        [sys.executable, "-m", "pt_collector.cli.main", "analyze", "--brokers", brokers, "--topic", topic,
          "--output-topic", out, "--events-topic", f"{out}-events", "--group", group, "--state-dir", str(state),
          "--window", str(window), "--grace", str(grace)],
         stderr=log or subprocess.DEVNULL, stdout=subprocess.DEVNULL,

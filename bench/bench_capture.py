@@ -142,8 +142,8 @@ def wait_running(iface: str, timeout_s: float = 5.0) -> None:
 
 
 def probe_frames(distinct: int) -> list[bytes]:
-    from pt_collector.encode import ethernet
-    from pt_collector.generate import generate
+    from pt_collector.codec.encode import ethernet
+    from pt_collector.codec.generate import generate
 
     return [ethernet(packet) for _, packet in generate(distinct, hops=5, segments=3, encap=True, sources=4)]
 
@@ -157,7 +157,7 @@ class SenderFiles:
 
 def sender_files(frames: list[bytes]) -> SenderFiles:
     """The frames as a pcap (for tcpreplay) and a trafgen packet configuration, cached in bench/out/."""
-    from pt_collector.pcap import PcapWriter
+    from pt_collector.capture.pcap import PcapWriter
 
     out = HERE / "out"
     out.mkdir(exist_ok=True)
@@ -506,8 +506,8 @@ def capture_only(mode: str, iface: str, decode: bool) -> int:
     sink (JSON lines here) and its counters.
     """
     from pt_collector.capture import RingReceiver, SocketReceiver, kernel_stats
-    from pt_collector.decode import DecodeError, Decoder
-    from pt_collector.wire import LINKTYPE_ETHERNET
+    from pt_collector.codec.decode import DecodeError, Decoder
+    from pt_collector.codec.wire import LINKTYPE_ETHERNET
 
     receiver = RingReceiver(iface) if mode == "ring" else SocketReceiver(iface)
     decoder = Decoder().decode
@@ -564,9 +564,9 @@ def capture_only(mode: str, iface: str, decode: bool) -> int:
 
 def decode_cost_us(frames: list[bytes], rounds: int = 20) -> tuple[float, float]:
     """(decode, decode + JSON lines) in us per probe over the benchmark's frames, on the receivers' CPU."""
-    from pt_collector.decode import Decoder
-    from pt_collector.record import to_json_lines
-    from pt_collector.wire import LINKTYPE_ETHERNET
+    from pt_collector.codec.decode import Decoder
+    from pt_collector.codec.record import to_json_lines
+    from pt_collector.codec.wire import LINKTYPE_ETHERNET
 
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {RECEIVER_CPU})

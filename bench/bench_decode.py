@@ -30,13 +30,14 @@ sys.path.insert(0, str(HERE))
 
 from baseline_decoder import BaselineDecoder  # noqa: E402
 
-from pt_collector.decode import Decoder  # noqa: E402
-from pt_collector.encode import ethernet  # noqa: E402
-from pt_collector.generate import generate  # noqa: E402
-from pt_collector.pcap import PcapWriter, read_capture  # noqa: E402
-from pt_collector.record import to_json_lines  # noqa: E402
-from pt_collector.replay import replay  # noqa: E402
-from pt_collector.sinks import JsonLinesSink  # noqa: E402
+from pt_collector.capture.pcap import PcapWriter, read_capture  # noqa: E402
+from pt_collector.codec.decode import Decoder  # noqa: E402
+from pt_collector.codec.encode import ethernet  # noqa: E402
+from pt_collector.codec.generate import generate  # noqa: E402
+from pt_collector.codec.record import to_json_lines  # noqa: E402
+from pt_collector.pipeline.engine import PythonEngine  # noqa: E402
+from pt_collector.pipeline.replay import replay  # noqa: E402
+from pt_collector.pipeline.sinks import JsonLinesSink  # noqa: E402
 
 
 def capture(count: int, sources: int = 4, name: str = "decode") -> Path:
@@ -53,7 +54,7 @@ def capture(count: int, sources: int = 4, name: str = "decode") -> Path:
 
 def replay_rate(path: Path, decoder: object) -> float:
     with open(os.devnull, "wb") as out:
-        stats = asyncio.run(replay([path], decoder, JsonLinesSink(out)))  # type: ignore[arg-type]
+        stats = asyncio.run(replay([path], PythonEngine(decoder), JsonLinesSink(out)))
     return stats.probes / stats.elapsed_s
 
 

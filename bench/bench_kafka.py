@@ -53,12 +53,12 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from bench_decode import capture as decode_capture  # noqa: E402
 
-from pt_collector.batch import Batcher  # noqa: E402
-from pt_collector.decode import Decoder  # noqa: E402
-from pt_collector.kafka import CODECS, Cluster, ProducerSettings  # noqa: E402
-from pt_collector.kafka_sink import open_kafka_sink  # noqa: E402
-from pt_collector.pcap import read_capture  # noqa: E402
-from pt_collector.record import Record, json_encoder  # noqa: E402
+from pt_collector.capture.pcap import read_capture  # noqa: E402
+from pt_collector.codec.decode import Decoder  # noqa: E402
+from pt_collector.codec.record import Record, json_encoder  # noqa: E402
+from pt_collector.kafka.client import CODECS, Cluster, ProducerSettings  # noqa: E402
+from pt_collector.kafka.sink import open_kafka_sink  # noqa: E402
+from pt_collector.pipeline.batch import Batcher  # noqa: E402
 
 SOURCES = 16
 SEGMENT_BYTES = str(1 << 30)
@@ -119,7 +119,7 @@ async def new_topic(brokers: str, partitions: int) -> str:
 def replay_command(path: Path, brokers: str, topic: str, fmt: str, codec: str) -> tuple[int, float]:
     """(probes acknowledged, elapsed seconds) from the summary of `ptc replay` into Kafka."""
     command = [
-        sys.executable, "-m", "pt_collector.cli", "replay", str(path), "--brokers", brokers, "--topic", topic,
+        sys.executable, "-m", "pt_collector.cli.main", "replay", str(path), "--brokers", brokers, "--topic", topic,
         "--format", fmt, "--compression", codec, "--no-progress",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)

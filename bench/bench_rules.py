@@ -30,10 +30,10 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench_decode import capture as decode_capture  # noqa: E402
 
-from pt_collector.decode import Decoder  # noqa: E402
-from pt_collector.functions import RuleEngine  # noqa: E402
-from pt_collector.pcap import read_capture  # noqa: E402
-from pt_collector.rules import parse_rules  # noqa: E402
+from pt_collector.capture.pcap import read_capture  # noqa: E402
+from pt_collector.codec.decode import Decoder  # noqa: E402
+from pt_collector.pipeline.functions import RuleEngine  # noqa: E402
+from pt_collector.pipeline.rules import parse_rules  # noqa: E402
 
 BATCH = 1024  # as replay hands records to its sink
 RULES = {

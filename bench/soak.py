@@ -36,16 +36,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from netns import veth_pair  # noqa: E402
 
-from pt_collector.encode import ethernet  # noqa: E402
-from pt_collector.generate import generate  # noqa: E402
-from pt_collector.pcap import PcapWriter  # noqa: E402
+from pt_collector.capture.pcap import PcapWriter  # noqa: E402
+from pt_collector.codec.encode import ethernet  # noqa: E402
+from pt_collector.codec.generate import generate  # noqa: E402
 
 # Loops the frames of one pcap out of an interface at a steady rate for a number of seconds:
 # each wakeup (about every millisecond) sends the frames due by then, so the rate holds on average
 # without a system call per frame for sleeping. Prints "sent N SECONDS CPU_SECONDS".
 LOOP_SENDER = """
 import socket, sys, time
-from pt_collector.pcap import read_capture
+from pt_collector.capture.pcap import read_capture
 
 iface, path, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 frames = [frame for _, _, frame in read_capture(path)]
@@ -83,7 +83,7 @@ class Collector:
 
     def __init__(self, iface: str, stats_s: float) -> None:
         cmd = [
-            sys.executable, "-m", "pt_collector.cli", "collect", "--iface", iface, "--output", "/dev/null",
+            sys.executable, "-m", "pt_collector.cli.main", "collect", "--iface", iface, "--output", "/dev/null",
             "--tts-shift", "18", "--log-format", "json", "--stats-interval", str(stats_s),
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)

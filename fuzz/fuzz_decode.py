@@ -32,8 +32,8 @@ import atheris
 
 with atheris.instrument_imports(include=["pt_collector"]):
     from pt_collector import DecodeError, Decoder, Record
-    from pt_collector.pcap import read_capture
-    from pt_collector.record import json_encoder
+    from pt_collector.capture.pcap import read_capture
+    from pt_collector.codec.record import json_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 # Ethernet, Linux SLL, SLL2, the raw IPv6 ones (DLT_RAW differs per OS, IPv6), and one the decoder does not know

@@ -13,8 +13,28 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pt_collector.encode import PtTlv, encapsulate, ethernet, hop_by_hop, ipv6, linux_sll, linux_sll2, mcd, probe, srh
-from pt_collector.wire import NH_DEST_OPTS, NH_FRAGMENT, NH_HOP_BY_HOP, NH_IPV6, NH_NONE, NH_ROUTING, NH_UDP, TLV_PT
+from pt_collector.codec.encode import (
+    PtTlv,
+    encapsulate,
+    ethernet,
+    hop_by_hop,
+    ipv6,
+    linux_sll,
+    linux_sll2,
+    mcd,
+    probe,
+    srh,
+)
+from pt_collector.codec.wire import (
+    NH_DEST_OPTS,
+    NH_FRAGMENT,
+    NH_HOP_BY_HOP,
+    NH_IPV6,
+    NH_NONE,
+    NH_ROUTING,
+    NH_UDP,
+    TLV_PT,
+)
 
 SRC, SINK, COLLECTOR = "2001:db8:1::1", "2001:db8:e::1", "2001:db8:c::1"
 IPV6 = 40

@@ -3,9 +3,9 @@
 capture (pcap, socket) -> decode (pure) -> batch -> sink (file, Kafka).
 """
 
-from .decode import DecodeError, Decoder
-from .message import MessageError, decode_message
-from .record import Hop, Node, Record
+from .codec.decode import DecodeError, Decoder
+from .codec.record import Hop, Node, Record
+from .kafka.message import MessageError, decode_message
 
 __version__ = "0.1.0"
 

@@ -15,7 +15,8 @@ from scapy.layers.inet6 import HBHOptUnknown, IPv6, IPv6ExtHdrHopByHop, IPv6ExtH
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import PcapNgWriter
 
-from pt_collector.encode import (
+from pt_collector.capture.pcap import PcapWriter
+from pt_collector.codec.encode import (
     PtTlv,
     encapsulate,
     ethernet,
@@ -29,9 +30,8 @@ from pt_collector.encode import (
     push_mcd,
     srh,
 )
-from pt_collector.generate import COLLECTOR, DEFAULT_START_NS, generate, tts_of
-from pt_collector.pcap import PcapWriter
-from pt_collector.wire import (
+from pt_collector.codec.generate import COLLECTOR, DEFAULT_START_NS, generate, tts_of
+from pt_collector.codec.wire import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,

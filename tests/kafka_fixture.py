@@ -12,6 +12,7 @@ Enable it in tests/conftest.py with
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -38,6 +39,43 @@ def _free_ports(count: int) -> list[int]:
             s.bind(("127.0.0.1", 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+LOW_PORTS_FROM = 10000
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range (the source ports of outgoing connections)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free_low_ports(count: int) -> list[int]:
+    """Free ports below the ephemeral range, for a broker that is stopped and started again.
+
+    A client that reconnects in a loop to a stopped broker's port in the
+    ephemeral range can be given that very port as its source port: it
+    connects to itself, and the broker can no longer bind its port. Below
+    the range that cannot happen. The ports are bound at once, so they differ.
+    """
+    socks: list[socket.socket] = []
+    try:
+        for port in random.sample(range(LOW_PORTS_FROM, _ephemeral_start()), 200):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+            if len(socks) == count:
+                return [s.getsockname()[1] for s in socks]
+        raise RuntimeError(f"no {count} free ports between {LOW_PORTS_FROM} and the ephemeral range")
     finally:
         for s in socks:
             s.close()
@@ -83,12 +121,13 @@ def _start(tmp_path_factory) -> tuple[str, dict[str, str]]:
 class Broker:
     """A broker of a test module's own, to stop and start again (its data stays in between).
 
+    Its ports are below the ephemeral range (`_free_low_ports`), so that it can always bind them again.
     `extra_config` is appended to the server properties (KAFKA_EXTRA_CONFIG);
     `{port}`, `{controller_port}` and `{extra_port}` (a third free port, `extra_port` here) are filled in.
     """
 
     def __init__(self, directory: Path, extra_config: str = "") -> None:
-        port, controller_port, self.extra_port = _free_ports(3)
+        port, controller_port, self.extra_port = _free_low_ports(3)
         self.bootstrap = f"127.0.0.1:{port}"
         config = directory / "extra.properties"
         config.write_text(extra_config.format(port=port, controller_port=controller_port, extra_port=self.extra_port))

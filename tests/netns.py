@@ -32,14 +32,14 @@ from pathlib import Path
 
 import pytest
 
-from pt_collector.pcap import PcapWriter
+from pt_collector.capture.pcap import PcapWriter
 
 MARK_PREFIX = b"\x02pt"  # a locally administered unicast source MAC: 02:70:74:nn:nn:nn
 SEND_TIMEOUT_S = 120
 
 SENDER = """
 import socket, sys, time
-from pt_collector.pcap import read_capture
+from pt_collector.capture.pcap import read_capture
 
 iface, path, rate_pps = sys.argv[1], sys.argv[2], float(sys.argv[3])
 frames = [frame for _, _, frame in read_capture(path)]

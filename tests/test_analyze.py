@@ -28,11 +28,11 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pt_collector import Decoder
-from pt_collector.generate import generate
-from pt_collector.kinds import decode_any_message
-from pt_collector.message import build_message
-from pt_collector.record import PathHistogram, Record
-from pt_collector.wire import LINKTYPE_RAW
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import PathHistogram, Record
+from pt_collector.codec.wire import LINKTYPE_RAW
+from pt_collector.kafka.kinds import decode_any_message
+from pt_collector.kafka.message import build_message
 
 pytest.importorskip("quixstreams")
 
@@ -197,8 +197,8 @@ class Instance:
         args = [f"--{k}={v}" for k, v in {**topics, **extra}.items()]
         self.log = state_dir.with_suffix(".log")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pt_collector.cli", "analyze", f"--brokers={brokers}", "--window=1", "--grace=0.5",
-             f"--state-dir={state_dir}", *args],
+            [sys.executable, "-m", "pt_collector.cli.main", "analyze", f"--brokers={brokers}", "--window=1",
+             "--grace=0.5", f"--state-dir={state_dir}", *args],
             stdout=subprocess.DEVNULL, stderr=self.log.open("ab"), env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
 
@@ -277,7 +277,7 @@ def test_two_instances_equal_the_offline_computation_window_by_window(kafka_brok
     assert new_paths == {k[2] for k in seen["expected"]}
     assert all("0 late probes" in log for log in logs), logs
     table = subprocess.run(
-        [sys.executable, "-m", "pt_collector.cli", "paths", "--topic", seen["output"], "--brokers", kafka_broker,
+        [sys.executable, "-m", "pt_collector.cli.main", "paths", "--topic", seen["output"], "--brokers", kafka_broker,
          "--from-beginning", "--timeout", "5"], capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert table.returncode == 0, table.stderr
@@ -365,7 +365,7 @@ def test_a_window_of_implausible_delays_still_fits_the_state_store():
 def test_no_broker_is_said_while_waiting_then_exit_status_1(tmp_path):
     port = _free_port()  # nothing listens there
     done = subprocess.run(
-        [sys.executable, "-m", "pt_collector.cli", "analyze", f"--brokers=127.0.0.1:{port}", "--connect-timeout=2",
+        [sys.executable, "-m", "pt_collector.cli.main", "analyze", f"--brokers=127.0.0.1:{port}", "--connect-timeout=2",
          f"--state-dir={tmp_path}"], capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr

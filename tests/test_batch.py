@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pt_collector import Decoder, Record, decode_message
-from pt_collector.batch import Batcher
-from pt_collector.generate import generate
-from pt_collector.message import Message
-from pt_collector.wire import LINKTYPE_RAW
+from pt_collector.codec.generate import generate
+from pt_collector.codec.wire import LINKTYPE_RAW
+from pt_collector.kafka.message import Message
+from pt_collector.pipeline.batch import Batcher
 
 
 def records_of(count: int, sources: int) -> list[Record]:

@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from pt_collector import encode
 from pt_collector.capture import bpf
 from pt_collector.capture.bpf import DEFAULT_PROGRAM, FilterError, attach_filter, compile_expression, parse_ddd
-from pt_collector.generate import generate
+from pt_collector.codec import encode
+from pt_collector.codec.generate import generate
 
 BARE = next(p for _, p in generate(1, encap=False))
 ENCAP = next(p for _, p in generate(1, encap=True))

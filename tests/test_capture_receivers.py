@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 from netns import mark, marker, receive, receive_many, wait_readable
 
-from pt_collector import encode
 from pt_collector.capture import CaptureSetupError, RingReceiver, SocketReceiver, compile_expression, kernel_stats
-from pt_collector.generate import generate
+from pt_collector.codec import encode
+from pt_collector.codec.generate import generate
 
 RECEIVERS = {"ring": RingReceiver, "socket": SocketReceiver}
 Q, AD, OLD = 0x8100, 0x88A8, 0x9100
@@ -192,3 +192,71 @@ def test_ring_frames_carry_the_kernels_receive_time_and_send_paces(veth):
     times = [ns for ns, _ in got]
     assert times == sorted(times)
     assert 0.09e9 < times[-1] - times[0] < 0.2e9  # 10 gaps of 10 ms
+
+
+def test_stop_receiving_takes_no_more_and_unread_counts_the_block_being_filled(veth):
+    """A ring with a long block timeout: what was sent sits in the block the kernel fills, unread but counted
+    (`unread`); after stop_receiving nothing more is taken or counted, and the block comes within the time said."""
+    first, expected = traffic(50, seed=13)
+    later, _ = traffic(40, seed=15)
+    with RingReceiver(veth.rx_iface, block_timeout_ms=400) as receiver:
+        veth.send(first)
+        packets, drops = kernel_stats(receiver.sock)
+        assert (packets, drops) == (len(expected), 0)
+        got: list[tuple[int, bytes]] = []
+        receiver.drain(got, 1 << 30)
+        assert got == [] and receiver.unread() == len(expected)  # in the kernel's current block
+        settle_s = receiver.stop_receiving()
+        veth.send(later)
+        assert kernel_stats(receiver.sock) == (0, 0)  # taken by nobody, counted by nobody
+        deadline = time.monotonic() + settle_s
+        while receiver.unread() and time.monotonic() < deadline:
+            receiver.drain(got, 1 << 30)
+            time.sleep(0.005)
+        receiver.drain(got, 1 << 30)
+        assert receiver.unread() == 0
+    assert_exactly(got, expected)
+
+
+def test_unread_counts_handed_over_blocks_and_the_rest_of_the_block_in_hand(veth):
+    frames, expected = traffic(200, seed=17)
+    with RingReceiver(veth.rx_iface, block_size=8192, block_count=64, block_timeout_ms=1) as receiver:
+        veth.send(frames)
+        time.sleep(0.05)  # every block handed over
+        assert receiver.unread() == len(expected)
+        got: list[tuple[int, bytes]] = []
+        receiver.drain(got, 3)  # stops in the first block
+        assert receiver.unread() == len(expected) - 3
+        receiver.drain(got, 1 << 30)
+        assert receiver.unread() == 0
+    assert_exactly(got, expected)
+
+
+@pytest.mark.parametrize("take", [3, 40, 200])
+def test_a_process_forked_after_the_ring_reads_on_where_a_killed_one_stopped(veth, take):
+    """A reader killed (SIGKILL) after `take` frames, mid-block or past whole blocks: the next reader, in
+    another process, resumes from the shared read position: every frame once, across the two."""
+    import os
+    import signal
+
+    frames, expected = traffic(200, seed=19)
+    with RingReceiver(veth.rx_iface, block_size=8192, block_count=64, block_timeout_ms=1) as receiver:
+        veth.send(frames)
+        time.sleep(0.05)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the first reader: reads `take` frames, says which, and dies without a word more
+            got: list[tuple[int, bytes]] = []
+            while len(got) < take:
+                receiver.drain(got, take - len(got))
+            os.write(write, b",".join(str(marker(frame)).encode() for _, frame in got))
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status)
+        first = [int(n) for n in os.read(read, 1 << 20).split(b",")]
+        os.close(read)
+        assert receiver.taken == take
+        receiver.resume()
+        rest = receive(receiver, len(expected) - take)
+    assert sorted(first + [marker(frame) for _, frame in rest]) == sorted(expected)

@@ -110,3 +110,60 @@ def test_rcvbuf_beyond_rmem_max_is_forced():
         rmem_max = int(f.read())
     with open_packet_socket("lo", rcvbuf=rmem_max * 2) as sock:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == rmem_max * 4
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("size", "count", "rings", "mtu", "problem"),
+    [
+        (1 << 20, 64, 1, 1500, None),
+        (1 << 20, 8192, 1, 1500, None),  # 8 GiB of a 24 GiB machine, 9 GiB of it available
+        (1 << 20, 100_000, 1, 1500, "97.7 GiB of capture ring: more than 50% of the memory (24.0 GiB MemTotal)"),
+        (1 << 20, 4000, 4, 1500, "3.9 GiB of capture ring each, x 4 workers: more than 50% of the memory"),
+        (1 << 20, 10_000, 1, 1500, "more than the memory available now (9.0 GiB MemAvailable)"),
+        (1 << 20, 100_000_000, 1, 1500, "--ring-blocks 100000000: must be from 1 to 262,144"),
+        (3 << 20, 64, 1, 1500, "--ring-block-size 3145728: must be a power of two from"),
+        (1 << 31, 1, 1, 1500, "to 1073741824 (the kernel's largest block)"),
+        (1024, 64, 1, 1500, "--ring-block-size 1024: must be a power of two"),
+        (4096, 64, 1, 9000, "a block must hold the largest frame (MTU 9000 + 256)"),
+        (16384, 64, 1, 9000, None),
+    ],
+)
+def test_ring_geometry_limits(size, count, rings, mtu, problem):
+    from pt_collector.capture.ring import ring_geometry_problem
+
+    found = ring_geometry_problem(size, count, rings=rings, memory=(24 * GIB, 9 * GIB), mtu=mtu)
+    assert found == problem if problem is None else problem in found
+
+
+def test_32_bit_ring_counts_are_an_error_not_a_traceback():
+    expect_setup_error(
+        "a 100000000 x 1048576 bytes capture ring is beyond the kernel's 32-bit counts",
+        RingReceiver,
+        "lo",
+        block_size=1 << 20,
+        block_count=100_000_000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--ring-blocks", "100000"], "= 97.7 GiB of capture ring: more than 50% of the memory ("),
+        (["--ring-blocks", "100000000"], "--ring-blocks 100000000: must be from 1 to 262,144"),
+        (["--ring-block-size", "3000000"], "--ring-block-size 3000000: must be a power of two"),
+        (["--workers", "64", "--ring-blocks", "1024"], "each, x 64 workers: more than 50% of the memory ("),
+    ],
+)
+def test_ptc_collect_refuses_a_ring_too_large_before_asking_the_kernel(veth, tmp_path, args, says):
+    """Through the command line: exit status 2 (usage), the limit named on the Error line, no ring set up."""
+    command = [sys.executable, "-m", "pt_collector.cli.main", "collect", "--iface", veth.rx_iface]
+    done = subprocess.run(
+        [*command, "--output", str(tmp_path / "out.jsonl"), *args], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and says in errors[0], done.stderr
+    assert "Traceback" not in done.stderr

@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from pt_collector import Decoder
-from pt_collector.cli import main
-from pt_collector.pcap import read_capture
-from pt_collector.record import from_json_lines
+from pt_collector.capture.pcap import read_capture
+from pt_collector.cli.main import main
+from pt_collector.codec.record import from_json_lines
+from pt_collector.pipeline.engine import PythonEngine
 
 # What each bundled capture holds (pcaps/README.md): probes, not PT, malformed by reason.
 BUNDLED = {
@@ -150,7 +151,7 @@ def test_pipe_closed_early_is_quiet(pcaps, tmp_path):
     big = tmp_path / "big.pcap"
     run("generate", str(big), "-n", "20000")
     proc = subprocess.run(
-        f"{sys.executable} -m pt_collector.cli replay {big} -o - | head -1",
+        f"{sys.executable} -m pt_collector.cli.main replay {big} -o - | head -1",
         shell=True, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.stdout.count("\n") == 1
@@ -175,15 +176,17 @@ def test_bundled_generated_captures_are_what_generate_writes(pcaps, tmp_path, na
 def test_replay_reports_progress_over_the_files_bytes(tmp_path):
     import asyncio
 
-    from pt_collector.replay import replay
-    from pt_collector.sinks import ListSink
+    from pt_collector.pipeline.replay import replay
+    from pt_collector.pipeline.sinks import ListSink
 
     pcap = tmp_path / "p.pcap"
     run("generate", str(pcap), "-n", "5000")
     seen: list[tuple[int, int, int]] = []
     sink = ListSink()
     stats = asyncio.run(
-        replay([pcap, pcap], Decoder(), sink, lambda s: seen.append((s.probes, s.bytes_read, s.bytes_total)))
+        replay(
+            [pcap, pcap], PythonEngine(Decoder()), sink, lambda s: seen.append((s.probes, s.bytes_read, s.bytes_total))
+        )
     )
     total = 2 * pcap.stat().st_size
     assert len(seen) >= 9 and all(t == total for _, _, t in seen)

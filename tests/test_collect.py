@@ -8,12 +8,13 @@ import os
 import signal
 
 from pt_collector import DecodeError, Decoder
-from pt_collector.collect import BURST, Worker, run_worker
-from pt_collector.encode import ethernet
-from pt_collector.generate import generate
-from pt_collector.pcap import read_capture
-from pt_collector.sinks import ListSink
-from pt_collector.stats import CollectStats
+from pt_collector.capture.pcap import read_capture
+from pt_collector.codec.encode import ethernet
+from pt_collector.codec.generate import generate
+from pt_collector.pipeline.collect import BURST, Worker, run_worker
+from pt_collector.pipeline.engine import PythonEngine
+from pt_collector.pipeline.sinks import ListSink
+from pt_collector.pipeline.stats import CollectStats
 
 
 class FakeReceiver:
@@ -44,6 +45,15 @@ class FakeReceiver:
     def check_interface(self) -> None:
         pass
 
+    def stop_receiving(self) -> float:
+        return 0.0
+
+    def ring_use(self) -> float:
+        return 0.0
+
+    def unread(self) -> int:
+        return 0
+
     def close(self) -> None:
         os.close(self.read_end)
         os.close(self.write_end)
@@ -68,7 +78,7 @@ def test_every_frame_is_counted_and_records_arrive_in_order(pcaps):
 
     async def scenario() -> tuple[CollectStats, ListSink]:
         receiver, sink = FakeReceiver(), ListSink()
-        worker = Worker(receiver, Decoder(), sink, kernel_stats=lambda: (7, 1))
+        worker = Worker(receiver, PythonEngine(Decoder()), sink, kernel_stats=lambda: (7, 1))
         task = asyncio.create_task(worker.run())
         for frames in pushed:
             receiver.push(frames)
@@ -92,7 +102,7 @@ def test_every_frame_is_counted_and_records_arrive_in_order(pcaps):
 def test_a_burst_larger_than_one_drain_is_read_completely():
     async def scenario() -> tuple[CollectStats, FakeReceiver]:
         receiver, sink = FakeReceiver(), ListSink()
-        worker = Worker(receiver, Decoder(), sink)
+        worker = Worker(receiver, PythonEngine(Decoder()), sink)
         task = asyncio.create_task(worker.run())
         receiver.push(probes(BURST * 2 + 10))  # one wakeup: the worker must come back by itself
         await until(lambda: worker.stats.frames == BURST * 2 + 10)
@@ -114,7 +124,7 @@ def test_sigterm_stops_flushes_and_returns_the_counters():
 
     async def scenario() -> tuple[CollectStats, SlowFlush, list[CollectStats]]:
         receiver, sink = FakeReceiver(), SlowFlush()
-        worker = Worker(receiver, Decoder(), sink)
+        worker = Worker(receiver, PythonEngine(Decoder()), sink)
         reports: list[CollectStats] = []
         task = asyncio.create_task(run_worker(worker, lambda s: reports.append(CollectStats(**vars(s))), 0.05))
         receiver.push(probes(10))

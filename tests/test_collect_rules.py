@@ -7,9 +7,9 @@ from test_deploy import probe_frames
 from test_kafka_delivery import new_topic
 from test_routing import read_messages
 
-from pt_collector.kinds import decode_any_message
-from pt_collector.message import decode_message
-from pt_collector.record import PathHistogram
+from pt_collector.codec.record import PathHistogram
+from pt_collector.kafka.kinds import decode_any_message
+from pt_collector.kafka.message import decode_message
 
 PER_SOURCE = 200
 

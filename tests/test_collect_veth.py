@@ -19,12 +19,12 @@ import msgspec
 import pytest
 
 from pt_collector import Decoder
-from pt_collector.encode import ethernet, ipv6
-from pt_collector.generate import generate
-from pt_collector.record import Record, from_json_lines
-from pt_collector.wire import NH_UDP
+from pt_collector.codec.encode import ethernet, ipv6
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import Record, from_json_lines
+from pt_collector.codec.wire import NH_UDP
 
-PTC = [sys.executable, "-m", "pt_collector.cli"]
+PTC = [sys.executable, "-m", "pt_collector.cli.main"]
 
 
 def frames_to_send(count: int, seed: int = 11) -> tuple[list[bytes], list[bytes]]:
@@ -129,10 +129,14 @@ def test_every_probe_arrives_exactly_once(veth, tmp_path, mode_args):
     assert all(r.capture_ns > 1_600_000_000 * 10**9 for r in records)  # the kernel's receive time
 
 
-def test_into_the_real_kafka_broker(veth, kafka_broker, tmp_path):
+@pytest.mark.parametrize("args", [[], ["--workers", "2", "--user", "nobody"]], ids=["one", "workers-2-user"])
+def test_into_the_real_kafka_broker(veth, kafka_broker, tmp_path, args):
+    """With --workers and --user, the workers connect to Kafka already as the user (the parent dropped root)."""
     probes, noise = frames_to_send(200, seed=12)
     topic = f"collect-{int(time.time() * 1000)}"
-    collector = Collector("--iface", veth.rx_iface, "--topic", topic, "--brokers", kafka_broker, "--linger-ms", "20")
+    collector = Collector(
+        "--iface", veth.rx_iface, "--topic", topic, "--brokers", kafka_broker, "--linger-ms", "20", *args
+    )  # fmt: skip
     collector.wait_for(lambda line: "kernel" in line)
     veth.send(noise + probes)
     collector.wait_for(lambda line: "200 acked" in line)
@@ -174,3 +178,44 @@ def test_interface_deleted_while_capturing_stops_with_one_line(veth, tmp_path):
     assert any("went away" in line for line in collector.lines), collector.lines[-3:]
     assert len(from_json_lines(out.read_bytes())) == 20  # what was captured was flushed
     assert not any("Traceback" in line for line in collector.lines)
+
+
+def final_counts(line: str) -> dict[str, int]:
+    """The kernel's, the frames' and the left-at-stop counts of a counters line."""
+    import re
+
+    def number(pattern: str) -> int:
+        found = re.search(pattern, line)
+        return int(found.group(1).replace(",", "")) if found else 0
+
+    return {
+        "received": number(r"kernel ([\d,]+) received"),
+        "dropped": number(r"received ([\d,]+) dropped"),
+        "frames": number(r"\| ([\d,]+) frames:"),
+        "probes": number(r"frames: ([\d,]+) probes"),
+        "left": number(r"\| ([\d,]+) frames left in the ring at the stop"),
+    }
+
+
+@pytest.mark.parametrize(
+    "mode_args",
+    [["--ring-timeout-ms", "500"], ["--capture", "socket"], ["--workers", "2", "--ring-timeout-ms", "500"]],
+    ids=["ring", "socket", "workers-2"],
+)
+def test_sigterm_with_traffic_still_arriving_accounts_for_every_frame(veth, tmp_path, mode_args):
+    """Probes still arriving at SIGTERM: every frame the kernel took is read or counted as left in the ring,
+    kernel received = frames + kernel dropped + left at stop, and every frame read is a record in the file."""
+    probes, _ = frames_to_send(20_000)
+    out = tmp_path / "out.jsonl"
+    collector = Collector("--iface", veth.rx_iface, "--output", str(out), *mode_args)
+    collector.wait_for(lambda line: "kernel" in line)
+    sender = threading.Thread(target=veth.send, args=(probes, 5_000), daemon=True)  # 4 s of traffic
+    sender.start()
+    collector.wait_for(lambda line: "kernel" in line and final_counts(line)["frames"] > 2_000)
+    assert collector.stop(signal.SIGTERM) == 0
+    sender.join(timeout=30)
+    counts = final_counts(collector.lines[-1])
+    assert "stopped:" in collector.lines[-1]
+    assert 2_000 < counts["received"] < len(probes), collector.lines[-1]  # the stop came mid-stream
+    assert counts["received"] == counts["frames"] + counts["dropped"] + counts["left"], collector.lines[-1]
+    assert len(from_json_lines(out.read_bytes())) == counts["probes"] == counts["frames"]

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from pt_collector import Decoder
-from pt_collector.cli import main
-from pt_collector.config import configurable, option_keys
-from pt_collector.pcap import read_capture
-from pt_collector.record import from_json_lines
+from pt_collector.capture.pcap import read_capture
+from pt_collector.cli.main import main
+from pt_collector.codec.record import from_json_lines
+from pt_collector.ops.config import configurable, option_keys
 
 SECRET = "hunter2-secret"
 

@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from pt_collector import Decoder
-from pt_collector.cli import main
-from pt_collector.encode import PtTlv, encapsulate, ethernet, mcd, probe, push_mcd
-from pt_collector.generate import tts_of
-from pt_collector.pcap import PcapWriter
-from pt_collector.record import Record, from_json_lines
-from pt_collector.wire import LINKTYPE_ETHERNET, NS_PER_S
+from pt_collector.capture.pcap import PcapWriter
+from pt_collector.cli.main import main
+from pt_collector.codec.encode import PtTlv, encapsulate, ethernet, mcd, probe, push_mcd
+from pt_collector.codec.generate import tts_of
+from pt_collector.codec.record import Record, from_json_lines
+from pt_collector.codec.wire import LINKTYPE_ETHERNET, NS_PER_S
 
 START = 1_643_211_426 * NS_PER_S + 123_456_789
 MIDPOINT_DELAYS = (1_300_000, 2_700_000)  # ns from the source to each midpoint in turn

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from pt_collector import DecodeError, Decoder, Record
-from pt_collector.record import json_decoder, json_encoder
-from pt_collector.wire import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPES_RAW
+from pt_collector.codec.record import json_decoder, json_encoder
+from pt_collector.codec.wire import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPES_RAW
 
 CORPUS = Path(__file__).parent / "corpus"
 FILES = sorted(p for p in CORPUS.iterdir() if p.is_file())

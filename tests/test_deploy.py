@@ -47,11 +47,11 @@ from test_collect_veth import CollectProcess
 
 import pt_collector
 from pt_collector import Decoder
-from pt_collector.cli import main
-from pt_collector.cli_collect import collect
-from pt_collector.encode import ethernet
-from pt_collector.generate import generate
-from pt_collector.record import Record, from_json_lines, to_json_lines
+from pt_collector.cli.collect import collect
+from pt_collector.cli.main import main
+from pt_collector.codec.encode import ethernet
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import Record, from_json_lines, to_json_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -253,7 +253,7 @@ def read_topic(bootstrap: str, topic: str, want: int, timeout: float = 30.0) -> 
     """The records of `topic` from its beginning: `ptc consume` until `want` records (or `timeout` s of quiet)."""
     limit = ["--max", str(want)]
     done = subprocess.run(
-        [sys.executable, "-m", "pt_collector.cli", "consume", "--topic", topic, "--brokers", bootstrap,
+        [sys.executable, "-m", "pt_collector.cli.main", "consume", "--topic", topic, "--brokers", bootstrap,
          "--from-beginning", *limit, "--timeout", str(timeout), "-q"],
         capture_output=True, timeout=timeout + 60,
     )  # fmt: skip
@@ -320,11 +320,11 @@ def unprivileged_venv(root: Path, uid: int) -> Path:
         subprocess.run([base, "-m", "venv", "--copies", "--without-pip", venv], check=True, timeout=120)
         python = venv / "bin" / base.name
         (venv / "bin" / "ptc").write_text(
-            f"#!{python}\nimport sys\nfrom pt_collector.cli import main\nsys.exit(main())\n"
+            f"#!{python}\nimport sys\nfrom pt_collector.cli.main import main\nsys.exit(main())\n"
         )
         (venv / "bin" / "ptc").chmod(0o755)
         probe = subprocess.run(
-            [*as_user(uid, bounding=""), python, "-c", "import aiokafka, msgspec, uvloop, pt_collector.cli"],
+            [*as_user(uid, bounding=""), python, "-c", "import aiokafka, msgspec, uvloop, pt_collector.cli.main"],
             env={"PYTHONPATH": search}, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         if probe.returncode == 0:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pt_collector.cli import main
+from pt_collector.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTSIDE = "/".join(("shared", "docs"))  # the notes ptc was written from, which a clone does not have

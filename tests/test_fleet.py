@@ -26,9 +26,9 @@ from netns import veth_pair
 from test_collect_veth import CollectProcess
 
 from pt_collector import Decoder, decode_message
-from pt_collector.encode import ethernet
-from pt_collector.generate import generate
-from pt_collector.record import Record
+from pt_collector.codec.encode import ethernet
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import Record
 
 PARTITIONS = 4
 SOURCES = 8  # 2001:db8:1::1 .. 2001:db8:8::1; their keys hash onto all 4 partitions
@@ -118,7 +118,7 @@ class Group:
 
 def collector(iface: str, bootstrap: str, topic: str) -> CollectProcess:
     return CollectProcess(
-        [sys.executable, "-m", "pt_collector.cli", "collect", "--iface", iface, "--topic", topic,
+        [sys.executable, "-m", "pt_collector.cli.main", "collect", "--iface", iface, "--topic", topic,
          "--brokers", bootstrap, "--stats-interval", "0.2", "--linger-ms", "20", "--batch-size", "16"],
     )  # fmt: skip
 

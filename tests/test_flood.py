@@ -18,10 +18,10 @@ import pytest
 from test_collect_veth import Collector, expected_records, frames_to_send, without_capture_time
 
 from pt_collector import DecodeError, Decoder
-from pt_collector.encode import ethernet, ipv6
-from pt_collector.generate import generate
-from pt_collector.record import from_json_lines
-from pt_collector.wire import NH_HOP_BY_HOP, NH_NONE
+from pt_collector.codec.encode import ethernet, ipv6
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import from_json_lines
+from pt_collector.codec.wire import NH_HOP_BY_HOP, NH_NONE
 
 VALID, PER_KIND, NOT_PT = 2000, 800, 400
 HBH = 14 + 40 + 24 + 40  # Ethernet, outer IPv6, the sink's SRH (no segments), inner IPv6: the probe's HbH

@@ -22,9 +22,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from click.testing import CliRunner
 
 from pt_collector import decode_message
-from pt_collector.cli import main
-from pt_collector.kafka import CODECS
-from pt_collector.record import json_decoder, to_json_lines
+from pt_collector.cli.main import main
+from pt_collector.codec.record import json_decoder, to_json_lines
+from pt_collector.kafka.client import CODECS
 
 try:  # also runs with --noconftest; kafka_fixture shares one broker with the conftest.py import
     from kafka_fixture import kafka_broker
@@ -245,7 +245,7 @@ def test_consume_without_from_beginning_reads_only_new_messages(kafka_broker, pc
 def test_consume_stops_on_ctrl_c_with_its_summary(kafka_broker, pcaps):
     topic = new_topic(kafka_broker)
     assert run("replay", pcaps / "encap.pcap", "--brokers", kafka_broker, "--topic", topic, "-q").exit_code == 0
-    command = [sys.executable, "-m", "pt_collector.cli", "consume", "--brokers", kafka_broker, "--topic", topic]
+    command = [sys.executable, "-m", "pt_collector.cli.main", "consume", "--brokers", kafka_broker, "--topic", topic]
     reader = subprocess.Popen(
         [*command, "--from-beginning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell ignores it

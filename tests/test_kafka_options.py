@@ -7,9 +7,9 @@ import ssl
 import pytest
 from click.testing import CliRunner
 
-from pt_collector import kafka
-from pt_collector.cli import main
-from pt_collector.kafka import Cluster, KafkaConfigError, ProducerSettings, Security
+from pt_collector.cli.main import main
+from pt_collector.kafka import client as kafka
+from pt_collector.kafka.client import Cluster, KafkaConfigError, ProducerSettings, Security
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 

@@ -8,11 +8,11 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from pt_collector import Decoder, Record, decode_message
-from pt_collector.batch import Batcher
-from pt_collector.generate import generate
-from pt_collector.kafka import KafkaUnavailable
-from pt_collector.kafka_sink import KafkaSink
-from pt_collector.wire import LINKTYPE_RAW
+from pt_collector.codec.generate import generate
+from pt_collector.codec.wire import LINKTYPE_RAW
+from pt_collector.kafka.client import KafkaUnavailable
+from pt_collector.kafka.sink import KafkaSink
+from pt_collector.pipeline.batch import Batcher
 
 
 class Rejected(Exception):
@@ -221,7 +221,7 @@ def test_bad_settings(max_pending, when_full):
 
 def test_a_sink_that_starts_before_the_broker(monkeypatch):
     """Records wait (by the policy) while the sink keeps trying to connect; then they go."""
-    monkeypatch.setattr("pt_collector.kafka_sink.RETRY_MIN_S", 0.01)
+    monkeypatch.setattr("pt_collector.kafka.sink.RETRY_MIN_S", 0.01)
     records = records_of(12)
     producer = FakeProducer(auto_ack=True)
     attempts: list[int] = []
@@ -252,7 +252,7 @@ def test_a_sink_that_starts_before_the_broker(monkeypatch):
 
 def test_a_send_the_client_refuses_for_now_is_tried_again(monkeypatch):
     """A send that times out (the client's buffer full while the broker is away) was never taken: retried."""
-    monkeypatch.setattr("pt_collector.kafka_sink.RETRY_MIN_S", 0.01)
+    monkeypatch.setattr("pt_collector.kafka.sink.RETRY_MIN_S", 0.01)
 
     class Busy(FakeProducer):
         async def send(self, topic, value, key, headers):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pt_collector import DecodeError, Decoder
-from pt_collector.encode import PtTlv, encapsulate, ethernet, hop_by_hop, ipv6, mcd, probe, srh
-from pt_collector.wire import LINKTYPE_ETHERNET, NH_HOP_BY_HOP, NH_IPV6, NH_NONE, NH_ROUTING, NH_UDP
+from pt_collector.codec.encode import PtTlv, encapsulate, ethernet, hop_by_hop, ipv6, mcd, probe, srh
+from pt_collector.codec.wire import LINKTYPE_ETHERNET, NH_HOP_BY_HOP, NH_IPV6, NH_NONE, NH_ROUTING, NH_UDP
 
 SRC, SINK, COLLECTOR = "2001:db8:1::1", "2001:db8:e::1", "2001:db8:c::1"
 INNER = 40 + 24  # inner IPv6 header in an encapsulated probe (outer SRH without segments)

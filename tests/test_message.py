@@ -6,11 +6,11 @@ import msgspec
 import pytest
 
 from pt_collector import MessageError, Record, decode_message
-from pt_collector.decode import Decoder
-from pt_collector.generate import generate
-from pt_collector.message import build_message, build_messages, encode_value, message_headers
-from pt_collector.record import from_json_lines
-from pt_collector.wire import LINKTYPE_RAW
+from pt_collector.codec.decode import Decoder
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import from_json_lines
+from pt_collector.codec.wire import LINKTYPE_RAW
+from pt_collector.kafka.message import build_message, build_messages, encode_value, message_headers
 
 
 def records_of(count: int, sources: int = 1, hops: int = 5) -> list[Record]:

@@ -14,11 +14,11 @@ from pathlib import Path
 from rich.console import Console
 from test_collect_veth import PTC, Collector, frames_to_send
 
-from pt_collector.board import StatsBoard
-from pt_collector.display import Display
-from pt_collector.pcap import read_capture
-from pt_collector.record import from_json_lines
-from pt_collector.stats import BROKER_DOWN, BROKER_UP, CollectStats
+from pt_collector.capture.pcap import read_capture
+from pt_collector.codec.record import from_json_lines
+from pt_collector.ops.board import StatsBoard
+from pt_collector.ops.display import Display
+from pt_collector.pipeline.stats import BROKER_DOWN, BROKER_UP, CollectStats
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -144,12 +144,13 @@ def test_unknown_user_is_one_line(veth):
 def test_grafana_dashboard_reads_metrics_ptc_serves():
     import re
 
-    from pt_collector.metrics import COUNTERS, GAUGES
+    from pt_collector.analyze.metrics import SERVED as ANALYZE_SERVED  # ptc analyze --metrics-port
+    from pt_collector.ops.metrics import COUNTERS, GAUGES
 
     dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
     served = {f"{name}_total" for name, _, _ in COUNTERS} | {name for name, _, _ in GAUGES}
     served |= {"ptc_malformed_frames_total", "ptc_capturing"}
-    served |= __import__("pt_collector.analyze.metrics", fromlist=["SERVED"]).SERVED  # ptc analyze --metrics-port
+    served |= ANALYZE_SERVED
     served |= {
         f"ptc_kafka_{h}_{part}" for h in ("delivery_seconds", "batch_records") for part in ("bucket", "sum", "count")
     }

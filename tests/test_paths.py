@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from test_kafka_delivery import new_topic
 
 from pt_collector import Decoder
-from pt_collector.cli import main
-from pt_collector.encode import ethernet
-from pt_collector.generate import generate
-from pt_collector.paths import PathTable
-from pt_collector.pcap import PcapWriter, read_capture
-from pt_collector.wire import LINKTYPE_ETHERNET
+from pt_collector.capture.pcap import PcapWriter, read_capture
+from pt_collector.cli.main import main
+from pt_collector.codec.encode import ethernet
+from pt_collector.codec.generate import generate
+from pt_collector.codec.wire import LINKTYPE_ETHERNET
+from pt_collector.pipeline.paths import PathTable
 
 try:  # also runs with --noconftest; kafka_fixture shares one broker with the conftest.py import
     from kafka_fixture import kafka_broker

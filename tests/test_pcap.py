@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from pt_collector.pcap import CaptureError, PcapWriter, read_capture
+from pt_collector.capture.pcap import CaptureError, PcapWriter, read_capture
 
 FRAMES = [b"\x01" * 60, b"\x02" * 61, b"\x03" * 14]
 T = 1_643_211_426_123_456_789

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pt_collector import DecodeError, Decoder, Hop, Node, Record
-from pt_collector.encode import PtTlv, encapsulate, ethernet, linux_sll, linux_sll2, mcd, probe
-from pt_collector.wire import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
+from pt_collector.codec.encode import PtTlv, encapsulate, ethernet, linux_sll, linux_sll2, mcd, probe
+from pt_collector.codec.wire import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
 
 LINKTYPES = [LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, 0, 147]
 FRAMERS = {LINKTYPE_ETHERNET: ethernet, LINKTYPE_LINUX_SLL: linux_sll, LINKTYPE_LINUX_SLL2: linux_sll2,
@@ -103,7 +103,7 @@ def test_mutated_frames_and_the_layout_cache(frames):
 
 
 def test_cache_keeps_working_past_its_bound(monkeypatch):
-    import pt_collector.decode as decode_module
+    import pt_collector.codec.decode as decode_module
 
     monkeypatch.setattr(decode_module, "MAX_LAYOUTS", 4)
     decoder = Decoder()
@@ -128,7 +128,7 @@ def test_same_length_edits_never_hit_a_wrong_layout(case, edits):
 
 def test_every_single_byte_edit_of_the_bundled_captures(pcaps):
     """Each byte of the first frame of every bundled capture, set to a few values."""
-    from pt_collector.pcap import read_capture
+    from pt_collector.capture.pcap import read_capture
 
     for path in sorted(pcaps.iterdir()):
         if path.suffix not in (".pcap", ".pcapng"):

@@ -6,7 +6,7 @@ import pytest
 from pt_scapy import pt_tlv, scapy_probe
 
 from pt_collector import Decoder, Hop, Node, Record
-from pt_collector.encode import (
+from pt_collector.codec.encode import (
     PtTlv,
     encapsulate,
     ethernet,
@@ -20,7 +20,7 @@ from pt_collector.encode import (
     push_mcd,
     srh,
 )
-from pt_collector.wire import (
+from pt_collector.codec.wire import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV6,
     LINKTYPE_LINUX_SLL,

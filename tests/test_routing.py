@@ -19,16 +19,16 @@ from test_kafka_delivery import new_topic
 from test_rules import probe, rules_of
 
 from pt_collector import Decoder
-from pt_collector.batch import Batcher
-from pt_collector.cli import main
-from pt_collector.functions import RuleEngine
-from pt_collector.kafka import Cluster, ProducerSettings
-from pt_collector.kinds import HistogramBatcher, decode_any_message
-from pt_collector.message import MessageError, build_message
-from pt_collector.pcap import read_capture
-from pt_collector.record import HISTOGRAM_SCHEMA_VERSION, DelayHistogram, PathHistogram, PathNode, Record
-from pt_collector.routing import RoutedSink, open_kafka_routes
-from pt_collector.sinks import ListSink
+from pt_collector.capture.pcap import read_capture
+from pt_collector.cli.main import main
+from pt_collector.codec.record import HISTOGRAM_SCHEMA_VERSION, DelayHistogram, PathHistogram, PathNode, Record
+from pt_collector.kafka.client import Cluster, ProducerSettings
+from pt_collector.kafka.kinds import HistogramBatcher, decode_any_message
+from pt_collector.kafka.message import MessageError, build_message
+from pt_collector.pipeline.batch import Batcher
+from pt_collector.pipeline.functions import RuleEngine
+from pt_collector.pipeline.routing import RoutedSink, open_kafka_routes
+from pt_collector.pipeline.sinks import ListSink
 
 try:  # also runs with --noconftest; kafka_fixture shares one broker with the conftest.py import
     from kafka_fixture import kafka_broker

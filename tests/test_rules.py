@@ -11,14 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from pt_collector import Decoder
-from pt_collector.cli import main
-from pt_collector.functions import RuleEngine
-from pt_collector.generate import generate
-from pt_collector.kinds import raw_key, raw_message
-from pt_collector.pcap import read_capture
-from pt_collector.record import Hop, Node, Record, histogram_json_decoder, json_decoder
-from pt_collector.rules import DEFAULT, HistogramSpec, Match, RuleError, Sample, parse_rules
-from pt_collector.wire import LINKTYPE_RAW
+from pt_collector.capture.pcap import read_capture
+from pt_collector.cli.main import main
+from pt_collector.codec.generate import generate
+from pt_collector.codec.record import Hop, Node, Record, histogram_json_decoder, json_decoder
+from pt_collector.codec.wire import LINKTYPE_RAW
+from pt_collector.kafka.kinds import raw_key, raw_message
+from pt_collector.pipeline.functions import RuleEngine
+from pt_collector.pipeline.rules import DEFAULT, HistogramSpec, Match, RuleError, Sample, parse_rules
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -342,7 +342,9 @@ def test_histogram_delays_counted_in_parts_add_up_the_same(monkeypatch):
         return engine.route(records).histograms["h"] + engine.flush().histograms["h"]
 
     whole = histograms()
-    monkeypatch.setattr("pt_collector.path_histogram.FOLD_AT", 7)  # windows of 100 probes: folded 14 times each
+    monkeypatch.setattr(
+        "pt_collector.pipeline.path_histogram.FOLD_AT", 7
+    )  # windows of 100 probes: folded 14 times each
     assert histograms() == whole and len(whole) == 6 and sum(h.count for h in whole) == 600
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pt_collector.tts import midpoint_times, window_start
+from pt_collector.codec.tts import midpoint_times, window_start
 
 S = 10**9
 

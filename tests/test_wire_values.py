@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pt_collector import Decoder
-from pt_collector.encode import PtTlv, encapsulate, ethernet, probe
-from pt_collector.wire import ns_to_t64, t64_to_ns
+from pt_collector.codec.encode import PtTlv, encapsulate, ethernet, probe
+from pt_collector.codec.wire import ns_to_t64, t64_to_ns
 
 SRC, DST, SINK = "2001:db8:1::1", "fcbb:bb00:1:f0ef::", "2001:db8:e::1"
 
@@ -56,7 +56,7 @@ def test_schema_example_encodes_field_for_field():
     """The JSON of the record-schema.md example, in the doc's field order."""
     import json
 
-    from pt_collector.record import json_encoder
+    from pt_collector.codec.record import json_encoder
 
     frame = row_frame("03e0b8 0340b8 0150b8", 7057539335188787818, 7057539335209112773)
     record = Decoder(tts_shift=18).decode(frame, capture_ns=1643211426125601000)

@@ -1,4 +1,4 @@
-"""The workers' supervisor (pt_collector.workers) with fake children: no sockets, no network.
+"""The workers' supervisor (pt_collector.ops.workers) with fake children: no sockets, no network.
 
 The children are real forked processes running small functions that report
 counters, kill themselves, fail at once or wait to be stopped; the test's
@@ -17,10 +17,10 @@ import time
 import pytest
 from rich.console import Console
 
-from pt_collector.board import StatsBoard, stages
-from pt_collector.display import Display, counter_fields
-from pt_collector.stats import CollectStats
-from pt_collector.workers import Backoff, RestartPolicy, run_workers
+from pt_collector.ops.board import StatsBoard, stages
+from pt_collector.ops.display import Display, counter_fields
+from pt_collector.ops.workers import Backoff, RestartPolicy, run_workers
+from pt_collector.pipeline.stats import CollectStats
 
 FAST = RestartPolicy(first_delay_s=0.05, max_delay_s=0.2, stable_s=60.0, quick_s=5.0, max_quick=4)
 DEADLINE_S = 10.0
@@ -213,7 +213,7 @@ def test_the_supervisor_rejects_an_unknown_policy():
 
 
 def test_counters_lines_and_metrics_show_restarts_and_lost():
-    from pt_collector.metrics import BoardCollector
+    from pt_collector.ops.metrics import BoardCollector
 
     stats = counting(100)
     stats.restarts, stats.lost = 2, 12

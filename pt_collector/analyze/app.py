@@ -20,9 +20,9 @@ from typing import Any
 
 from quixstreams import Application, State
 
-from ..kinds import HISTOGRAM_KIND, KIND_HEADER, decode_any_message
-from ..message import MessageError, message_headers
-from ..record import Record, json_encoder
+from ..codec.record import Record, json_encoder
+from ..kafka.kinds import HISTOGRAM_KIND, KIND_HEADER, decode_any_message
+from ..kafka.message import MessageError, message_headers
 from . import events as ev
 from . import windows
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..record import PathHistogram
+from ..codec.record import PathHistogram
 
 NS_PER_MS = 1_000_000
 

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from ..record import PathHistogram
+from ..codec.record import PathHistogram
 
 COUNTERS = (
     ("messages", "Kafka messages read."), ("probes", "Probe records read."),

@@ -8,7 +8,7 @@ import time
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from ..kafka import KafkaUnavailable
+from ..kafka.client import KafkaUnavailable
 
 SAY_EVERY_S = 5.0
 

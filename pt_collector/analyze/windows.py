@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..path_histogram import PathKey, path_key, probe_time
-from ..record import HISTOGRAM_SCHEMA_VERSION, DelayHistogram, PathHistogram, PathNode, Record
+from ..codec.record import HISTOGRAM_SCHEMA_VERSION, DelayHistogram, PathHistogram, PathNode, Record
+from ..pipeline.path_histogram import PathKey, path_key, probe_time
 from . import sketch
 
 SEQUENCE_MOD = 1 << 16

@@ -33,6 +33,23 @@ class Receiver(Protocol):
 
     def check_interface(self) -> None: ...
 
+    def stop_receiving(self) -> float: ...
+
+    def unread(self) -> int: ...
+
+    def ring_use(self) -> float:
+        """The share of its ring's blocks waiting for user space (0.0 without a ring)."""
+        ...
+
+
+class SharedReceiver(Receiver, Protocol):
+    """A receiver opened by a parent and read by its forked workers, one after another (`--workers`)."""
+
+    @property
+    def taken(self) -> int: ...
+
+    def resume(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -44,6 +61,7 @@ __all__ = [
     "Program",
     "Receiver",
     "RingReceiver",
+    "SharedReceiver",
     "SocketReceiver",
     "attach_filter",
     "compile_expression",

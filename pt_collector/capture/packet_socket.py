@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import socket
 import struct
 import time
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from .bpf import DEFAULT_PROGRAM, FilterError, Program, attach_filter
+from .bpf import DEFAULT_PROGRAM, RET_K, FilterError, Program, attach_filter
 
 # <linux/if_packet.h>, <linux/if_ether.h>, <asm-generic/socket.h>, <linux/sockios.h>, <linux/if.h>
 SOL_PACKET = 263
@@ -33,12 +34,14 @@ SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
 IFF_RUNNING = 0x40  # the operational state is up: carrier and lower layers
 
+TAKEN = struct.Struct("=Q")
 TPACKET_STATS = struct.Struct("II")  # tp_packets, tp_drops (tpacket_stats_v3 adds tp_freeze_q_cnt after)
 IFREQ_FLAGS = struct.Struct("16sH14x")  # struct ifreq: name, ifr_flags, rest of the union
 MAX_FRAME = 262144  # receive buffer: frames up to tcpdump's largest snap length arrive whole
 DEFAULT_RCVBUF = 16 << 20  # some 20k queued probes before the kernel drops; the default 208 KiB holds 250
 
 Frames = list[tuple[int, bytes]]  # (capture time in ns since the epoch, frame bytes)
+REJECT_ALL: Program = [(RET_K, 0, 0, 0)]  # a filter that takes no frame: nothing more is queued, nor counted
 
 
 class CaptureSetupError(Exception):
@@ -197,6 +200,23 @@ class BoundReceiver:
 
     iface: str
     ifindex: int
+    sock: socket.socket
+
+    def stop_receiving(self) -> float:
+        """Take no more frames: the kernel neither queues nor counts any from now on (PACKET_STATISTICS
+        stays put). What it took before is still to be drained: within the seconds returned."""
+        attach_filter(self.sock, REJECT_ALL)
+        return 0.0
+
+    def unread(self) -> int:
+        """Frames the kernel took and a drain cannot reach yet (a ring's block still being filled)."""
+        return 0
+
+    def resume(self) -> None:
+        """Take over from another process that read this receiver (and may have died anywhere)."""
+
+    def ring_use(self) -> float:
+        return 0.0  # a plain socket has no ring
 
     def check_interface(self) -> None:
         """Raise CaptureSetupError if the interface was deleted: nothing would ever arrive again."""
@@ -236,6 +256,12 @@ class SocketReceiver(BoundReceiver):
         self.ifindex = socket.if_nametoindex(iface)
         self._buffer = bytearray(MAX_FRAME)
         self._view = memoryview(self._buffer)
+        self._taken = mmap.mmap(-1, TAKEN.size)  # shared with the processes forked after: see `taken`
+
+    @property
+    def taken(self) -> int:
+        """Frames taken from the socket so far, by this process and any other forked after it was opened."""
+        return TAKEN.unpack_from(self._taken)[0]
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -243,12 +269,14 @@ class SocketReceiver(BoundReceiver):
     def drain(self, out: Frames, limit: int) -> int:
         """Append up to `limit` queued frames to `out`; how many were appended."""
         recv_into, view, append, now = self.sock.recv_into, self._view, out.append, time.time_ns
+        taken, shared, store = self.taken, self._taken, TAKEN.pack_into
         count = 0
         try:
             while count < limit:
                 size = recv_into(view)
                 append((now(), view[:size].tobytes()))
                 count += 1
+                store(shared, 0, taken + count)  # a frame out of the queue is counted at once, for the parent
         except BlockingIOError:
             pass
         except OSError as e:
@@ -259,4 +287,5 @@ class SocketReceiver(BoundReceiver):
 
     def close(self) -> None:
         self._view.release()
+        self._taken.close()
         self.sock.close()

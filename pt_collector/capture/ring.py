@@ -42,6 +42,13 @@ TPACKET_REQ3 = struct.Struct("7I")
 BLOCK_STATUS_OFFSET = 8
 BLOCK_HEADER = struct.Struct("=III")  # block_status, num_pkts, offset_to_first_pkt (read at offset 8)
 BLOCK_STATUS = struct.Struct("=I")
+BLOCK_SEQ = struct.Struct("=Q")  # seq_num @24: the kernel numbers the blocks as it opens them
+BLOCK_SEQ_OFFSET = 24
+# Where reading stands, in memory shared with every process forked after the ring was set up, so a
+# worker that takes over the ring of a dead one goes on where it stopped: the next block to read (in
+# the kernel's fill order), frames still to read in the block in hand (0: none in hand), the ring
+# offset of the next frame header in it, and the frames taken from the ring so far (by every process).
+READ_STATE = struct.Struct("=IIQQ")
 # struct tpacket3_hdr: tp_next_offset @0, tp_sec @4, tp_nsec @8, tp_snaplen @12, tp_len @16,
 # tp_status @20, tp_mac @24, tp_net @26, hv1 (rxhash, vlan_tci, vlan_tpid) @28; we read up to tp_mac
 FRAME_HEADER = struct.Struct("=IIII8xH")  # tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_mac
@@ -49,6 +56,79 @@ FRAME_HEADER = struct.Struct("=IIII8xH")  # tp_next_offset, tp_sec, tp_nsec, tp_
 DEFAULT_BLOCK_SIZE = 1 << 20
 DEFAULT_BLOCK_COUNT = 64
 DEFAULT_BLOCK_TIMEOUT_MS = 10
+
+# Ring geometry limits, checked before asking the kernel (ring_geometry_problem)
+MAX_BLOCK_SIZE = 1 << 30  # the kernel refuses 2 GiB blocks (EINVAL, Linux 6.18)
+MAX_BLOCK_COUNT = 1 << 18  # its table of blocks is one allocation: 524,287 blocks fail with ENOMEM (Linux 6.18)
+MEMORY_SHARE = 0.5  # all the rings together may take at most this share of MemTotal (and no more than MemAvailable)
+FRAME_OVERHEAD = 256  # block header (48 bytes), frame header (tpacket3_hdr, 68) and VLAN tags, with room to spare
+U32 = (1 << 32) - 1
+
+
+def ring_geometry_problem(
+    block_size: int,
+    block_count: int,
+    *,
+    rings: int = 1,
+    memory: tuple[int, int] | None = None,
+    mtu: int | None = None,
+) -> str | None:
+    """Why `rings` rings of `block_count` x `block_size` bytes cannot work, in one line; None if they can.
+
+    The kernel's own limits (block size a power of two pages, its largest block, its largest table of
+    blocks, 32-bit counts), the largest frame (`mtu` + headers) in one block, and the machine's
+    `memory`, (MemTotal, MemAvailable) in bytes: all the rings together may take at most MEMORY_SHARE
+    of the total, and no more than is available now (the kernel would have to kill something).
+    """
+    if block_size < mmap.PAGESIZE or block_size & (block_size - 1) or block_size > MAX_BLOCK_SIZE:
+        return (
+            f"--ring-block-size {block_size}: must be a power of two from {mmap.PAGESIZE} "
+            f"(the page size) to {MAX_BLOCK_SIZE} (the kernel's largest block)"
+        )
+    if not 1 <= block_count <= MAX_BLOCK_COUNT:
+        return f"--ring-blocks {block_count}: must be from 1 to {MAX_BLOCK_COUNT:,} (the kernel's largest ring table)"
+    if block_size // FRAME_SIZE * block_count > U32:
+        return f"--ring-blocks {block_count} x --ring-block-size {block_size}: more frames than the kernel counts"
+    if mtu is not None and block_size < mtu + FRAME_OVERHEAD:
+        return f"--ring-block-size {block_size}: a block must hold the largest frame (MTU {mtu} + {FRAME_OVERHEAD})"
+    if memory is None:
+        return None
+    total, available = memory
+    size = f"--ring-blocks {block_count} x --ring-block-size {block_size} = {_gib(block_size * block_count)}"
+    each = f" each, x {rings} workers" if rings > 1 else ""
+    if block_size * block_count * rings > total * MEMORY_SHARE:
+        return f"{size} of capture ring{each}: more than {MEMORY_SHARE:.0%} of the memory ({_gib(total)} MemTotal)"
+    if block_size * block_count * rings > available:
+        return f"{size} of capture ring{each}: more than the memory available now ({_gib(available)} MemAvailable)"
+    return None
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.1f} MiB"
+
+
+def memory(meminfo: str = "/proc/meminfo") -> tuple[int, int] | None:
+    """(MemTotal, MemAvailable) in bytes, None if the kernel does not say."""
+    found: dict[str, int] = {}
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name in ("MemTotal", "MemAvailable"):
+                    found[name] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    if len(found) < 2:
+        return None
+    return found["MemTotal"], found["MemAvailable"]
+
+
+def interface_mtu(iface: str) -> int | None:
+    try:
+        with open(f"/sys/class/net/{iface}/mtu") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
 
 
 class RingReceiver(BoundReceiver):
@@ -84,15 +164,20 @@ class RingReceiver(BoundReceiver):
                 self._ring.close()
             raise
         self.ifindex = socket.if_nametoindex(iface)
-        self._block = 0  # the next block to read, in the kernel's fill order
-        self._left = 0  # frames still to read in the block in hand (0: none in hand)
-        self._at = 0  # ring offset of the next frame header in the block in hand
+        self._state = mmap.mmap(-1, READ_STATE.size)  # anonymous, shared: see READ_STATE
+
+    @property
+    def taken(self) -> int:
+        """Frames taken from the ring so far, by this process and any other that read it."""
+        return READ_STATE.unpack_from(self._state)[3]
 
     def _check_geometry(self) -> None:
         size, count = self._block_size, self._block_count
         if size <= 0 or size % mmap.PAGESIZE or size % FRAME_SIZE or count <= 0:
             unit = max(mmap.PAGESIZE, FRAME_SIZE)
             raise CaptureSetupError(f"ring blocks must be a positive multiple of {unit} bytes, and at least one")
+        if size > U32 or count > U32 or size // FRAME_SIZE * count > U32:  # tpacket_req3's fields are 32-bit
+            raise CaptureSetupError(f"a {count} x {size} bytes capture ring is beyond the kernel's 32-bit counts")
 
     def _map(self, sock: socket.socket) -> None:
         """TPACKET_V3, the ring, its mapping (the kernel zeroes the ring: some 200 ms for 64 MiB)."""
@@ -112,44 +197,100 @@ class RingReceiver(BoundReceiver):
 
     def drain(self, out: Frames, limit: int) -> int:
         """Append up to `limit` frames from the ready blocks to `out`; how many were appended."""
-        ring, append, frame_header = self._ring, out.append, FRAME_HEADER.unpack_from
+        ring, state, append, frame_header = self._ring, self._state, out.append, FRAME_HEADER.unpack_from
+        block, left, at, taken = READ_STATE.unpack_from(state)
         count = 0
         while count < limit:
-            if not self._left and not self._take_block(ring):
-                break
-            take = min(self._left, limit - count)
-            at = self._at
+            if not left:
+                block, left, at = self._take_block(ring, block)
+                if not left:
+                    break
+            take = min(left, limit - count)
             for _ in range(take):
                 next_offset, sec, nsec, snaplen, mac = frame_header(ring, at)
                 start = at + mac
                 append((sec * 1_000_000_000 + nsec, ring[start : start + snaplen]))
                 at += next_offset
-            self._at = at
-            self._left -= take
+            left -= take
             count += take
-            if not self._left:
-                self._release_block(ring)
+            taken += take
+            READ_STATE.pack_into(state, 0, block, left, at, taken)  # once per block: a process killed
+            if not left:  # before this leaves the frames to the next reader, after it they are read
+                block = self._release_block(ring, block)
         if not count:  # woken with nothing ready: maybe a socket error that would keep poll readable
             clear_socket_error(self.sock, self.iface, self.ifindex)
         return count
 
-    def _take_block(self, ring: mmap.mmap) -> bool:
-        """Hold the next block if the kernel has retired it to user space (empty ones go straight back)."""
+    def _take_block(self, ring: mmap.mmap, block: int) -> tuple[int, int, int]:
+        """(block, frames, first frame's offset) of the next block if the kernel has retired it to user
+        space, else (block, 0, 0); empty ones go straight back."""
         for _ in range(self._block_count):
-            base = self._block * self._block_size
+            base = block * self._block_size
             status, frames, first = BLOCK_HEADER.unpack_from(ring, base + BLOCK_STATUS_OFFSET)
             if not status & TP_STATUS_USER:
-                return False
+                break
             if frames:
-                self._left, self._at = frames, base + first
-                return True
-            self._release_block(ring)
-        return False
+                return block, frames, base + first
+            block = self._release_block(ring, block)
+        return block, 0, 0
 
-    def _release_block(self, ring: mmap.mmap) -> None:
-        """Hand the block in hand back to the kernel and move on to the next."""
-        BLOCK_STATUS.pack_into(ring, self._block * self._block_size + BLOCK_STATUS_OFFSET, TP_STATUS_KERNEL)
-        self._block = (self._block + 1) % self._block_count
+    def _release_block(self, ring: mmap.mmap, block: int) -> int:
+        """Hand `block` back to the kernel; the next block to read."""
+        BLOCK_STATUS.pack_into(ring, block * self._block_size + BLOCK_STATUS_OFFSET, TP_STATUS_KERNEL)
+        following = (block + 1) % self._block_count
+        taken = READ_STATE.unpack_from(self._state)[3]
+        READ_STATE.pack_into(self._state, 0, following, 0, 0, taken)  # at 0: not started (see resume)
+        return following
+
+    def resume(self) -> None:
+        """Take over the ring from a reader that may have died anywhere: go on from the block in hand if it
+        is still held, else from the oldest block handed over (the lowest sequence number), else from
+        the block the kernel is filling (the highest)."""
+        ring, state = self._ring, self._state
+        assert ring is not None
+        block, left, at, taken = READ_STATE.unpack_from(state)
+        if self._status(block) & TP_STATUS_USER:
+            if left or not at:  # a block part read, or the next one, not started
+                return
+            self._release_block(ring, block)  # read to its end, then the reader died before handing it back
+            block = (block + 1) % self._block_count
+            if self._status(block) & TP_STATUS_USER:
+                return
+        blocks = range(self._block_count)  # where it stands is not where the kernel goes on: ask the blocks
+        held = [b for b in blocks if self._status(b) & TP_STATUS_USER]
+        block = min(held, key=self._seq) if held else max(blocks, key=self._seq)
+        READ_STATE.pack_into(state, 0, block, 0, 0, taken)
+
+    def _status(self, block: int) -> int:
+        assert self._ring is not None
+        return BLOCK_STATUS.unpack_from(self._ring, block * self._block_size + BLOCK_STATUS_OFFSET)[0]
+
+    def _seq(self, block: int) -> int:
+        assert self._ring is not None
+        return BLOCK_SEQ.unpack_from(self._ring, block * self._block_size + BLOCK_SEQ_OFFSET)[0]
+
+    def stop_receiving(self) -> float:
+        """No more frames; the block being filled is handed over within the block timeout: drain until then."""
+        super().stop_receiving()
+        return self._block_timeout_ms / 1000 * 2 + 0.1
+
+    def unread(self) -> int:
+        """Frames not read yet: the rest of the block in hand, the blocks handed over since, and the
+        frames so far of the block the kernel is filling (the first one it still owns, in fill order)."""
+        ring, count = self._ring, self._block_count
+        if ring is None:
+            return 0
+        block, left, _, _ = READ_STATE.unpack_from(self._state)
+        total = left
+        if left:  # the block in hand is counted by what is left of it
+            block, count = (block + 1) % count, count - 1
+        for _ in range(count):
+            status, frames, _ = BLOCK_HEADER.unpack_from(ring, block * self._block_size + BLOCK_STATUS_OFFSET)
+            total += frames
+            if not status & TP_STATUS_USER:
+                break
+            block = (block + 1) % self._block_count
+        return total
 
     def ring_use(self) -> float:
         """The share of blocks now waiting for user space: near 1, the kernel is about to drop."""
@@ -165,4 +306,5 @@ class RingReceiver(BoundReceiver):
     def close(self) -> None:
         if self._ring is not None:
             self._ring.close()
+        self._state.close()
         self.sock.close()

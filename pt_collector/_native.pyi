@@ -1,0 +1,71 @@
+"""ptc's compiled engine (native/, Rust): frames in, records out already encoded, never a Python object per probe.
+
+The twin of the pure-Python engine (decode.py, tts.py, record.py, pcap.py); tests/test_native.py holds the two
+byte-equal. Optional: a build without a Rust toolchain has no `_native`, and ptc runs on the pure engine.
+"""
+
+from collections.abc import Buffer, Iterable, Mapping
+from ipaddress import IPv6Network
+from typing import Literal
+
+VERSION: str
+
+class Batch:
+    """The records of one call, encoded, and the counters of its frames (every frame in exactly one)."""
+
+    @property
+    def frames(self) -> int: ...
+    @property
+    def decoded(self) -> int: ...
+    @property
+    def not_pt(self) -> int: ...
+    @property
+    def malformed(self) -> dict[str, int]:
+        """Malformed frames by `layer: reason` (DecodeError.key)."""
+    @property
+    def format(self) -> Literal["json", "msgpack"]: ...
+    @property
+    def data(self) -> bytes:
+        """Every record in input order: JSON lines (record.json_encoder.encode_lines), or the msgpack
+        elements back to back (msgpack_encoder.encode(records) without its array header)."""
+    def groups(self, ends: bool = False) -> list[tuple[str, bytes, int]] | list[tuple[str, bytes, int, list[int]]]:
+        """Per source node (src.addr), first seen first, each source's records in input order:
+        (address, encoded records, count[, end offset of each record in the bytes when `ends`])."""
+    def indices(self) -> list[int]:
+        """For each record, the index of its frame in this call's input."""
+    def __len__(self) -> int: ...
+
+class CaptureReader:
+    """The read position in one pcap or pcapng file: what its headers said, and the offset reached."""
+
+    def __init__(self) -> None: ...
+    @property
+    def offset(self) -> int:
+        """File bytes consumed: the next chunk passed to decode_capture starts here."""
+
+class Decoder:
+    """decode.Decoder's semantics (TTS shift 0..24 or None, per-source shifts by longest prefix), batch at a time."""
+
+    def __init__(
+        self,
+        tts_shift: int | None = None,
+        shift_by_source: Mapping[IPv6Network | str, int] | Iterable[tuple[IPv6Network | str, int]] | None = None,
+        fmt: Literal["json", "msgpack"] = "json",
+    ) -> None: ...
+    @property
+    def tts_shift(self) -> int | None: ...
+    @property
+    def format(self) -> Literal["json", "msgpack"]: ...
+    def shift_for(self, src_addr: str) -> int | None: ...
+    def decode_frames(self, frames: Iterable[tuple[int, Buffer] | tuple[int, int, Buffer]], linktype: int = 1) -> Batch:
+        """Frames as (capture_ns, frame) with `linktype`, or (linktype, capture_ns, frame) as pcap.Frame."""
+    def decode_capture(
+        self, reader: CaptureReader, buf: Buffer, last: bool = True, max_frames: int | None = None
+    ) -> tuple[Batch, int, str | None]:
+        """The frames of a capture chunk read in place (`buf` is the file from reader.offset on; the GIL is
+        released). Stops after `max_frames` frames or at the last whole record. Returns (batch, bytes consumed,
+        error): the error is pcap.CaptureError's message without the file name (the batch holds the frames
+        before the damage); with `last`, bytes left over that make no whole record are such an error."""
+
+def msgpack_array_header(n: int) -> bytes:
+    """The msgpack array header for n elements: a msgpack message value is this + a group's bytes."""
