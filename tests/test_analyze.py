@@ -236,10 +236,12 @@ def compare(histograms: list[PathHistogram], expected: dict[tuple, dict]) -> Non
 def _run(brokers: str, tmp_path: Path, kill: bool) -> tuple[list[PathHistogram], dict, list[str]]:
     names = topics()
     create_topic(brokers, names["topic"], 4)
+    started_ms = time.time_ns() // NS - 1000  # the fleets' probes are from 2022: older than the topics' retention
     records = fleets()
     expected = offline(records)
     closers = _closers(records)
-    first = [Instance(brokers, names, tmp_path / "a"), Instance(brokers, names, tmp_path / "b")]
+    ids = ({"instance-id": "a"}, {"instance-id": "b"}) if kill else ({}, {})  # a restart under the same name
+    first = [Instance(brokers, names, tmp_path / "a", **ids[0]), Instance(brokers, names, tmp_path / "b", **ids[1])]
     half = len(records) // 2
     produce(brokers, names["topic"], records[:half] if kill else records + closers)
     logs = []
@@ -248,7 +250,7 @@ def _run(brokers: str, tmp_path: Path, kill: bool) -> tuple[list[PathHistogram],
         first[0].proc.kill()
         first[0].proc.wait()
         produce(brokers, names["topic"], records[half:] + closers)
-        first[0] = Instance(brokers, names, tmp_path / "a2")  # a fresh state dir: restored from the changelog
+        first[0] = Instance(brokers, names, tmp_path / "a2", **ids[0])  # a fresh state dir: from the changelog
     complete = lambda items: len(histograms_of(items)) >= len(expected)  # noqa: E731
     out = read_all(
         brokers, names["output-topic"], complete, timeout_s=120, linger_s=3
@@ -259,6 +261,9 @@ def _run(brokers: str, tmp_path: Path, kill: bool) -> tuple[list[PathHistogram],
     )
     logs = stop_all(first)
     said = [msgspec.json.decode(m.value()) for m in events]
+    stamps = [m.timestamp()[1] for m in out + events]  # a broker deletes by these (retention.ms), not by offsets
+    oldest = min(stamps, default=started_ms)
+    assert oldest >= started_ms, f"written with the probes' time {oldest}: retention would delete them"
     return histograms_of(out), {"expected": expected, "events": said, "output": names["output-topic"]}, logs
 
 
@@ -290,14 +295,13 @@ def test_two_instances_equal_the_offline_computation_window_by_window(kafka_brok
 
 
 def test_an_instance_killed_mid_stream_loses_and_doubles_nothing(kafka_broker, tmp_path):
-    """Every window written is exact and written once; a window missing is the finding of docs/analyze.md (xfail)."""
+    """Every window written once and exact, none missing, after a SIGKILL and a restart under the same --instance-id."""
     histograms, seen, _ = _run(kafka_broker, tmp_path, kill=True)
     expected = seen["expected"]
     written = {key: row for key, row in expected.items() if any(_matches(h, key) for h in histograms)}
     compare(histograms, written)  # nothing twice, nothing wrong
     missing = sorted(set(expected) - set(written))
-    if missing:  # seen in 2 of 4 runs with Quix Streams 3.28: the killed instance's open last windows
-        pytest.xfail(f"{len(missing)} of {len(expected)} windows never written after the SIGKILL: {missing[:4]}")
+    assert not missing, f"{len(missing)} of {len(expected)} windows never written after the SIGKILL: {missing[:4]}"
 
 
 def _matches(h: PathHistogram, key: tuple) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,21 @@ class Settings:
     thresholds: ev.Thresholds = field(default_factory=ev.Thresholds)
     exactly_once: bool = True
     from_beginning: bool = True
+    instance_id: str | None = None  # stable across restarts: transactional id and static group membership
+
+    def client_configs(self) -> tuple[dict[str, str], dict[str, str]]:
+        """librdkafka settings (consumer, producer) that make a restart under the same instance id take over at once.
+
+        Without them a SIGKILLed instance's open transaction pins the last stable offset of every partition it
+        wrote (changelogs, outputs) until transaction.timeout.ms, and its partitions stay with the dead member
+        until session.timeout.ms: the new owner's changelog recovery waits for both.
+        """
+        consumer = {"isolation.level": "read_committed"}
+        if self.instance_id is None:
+            return consumer, {}
+        consumer["group.instance.id"] = f"ptc-analyze-{self.group}-{self.instance_id}"
+        producer = {"transactional.id": f"ptc-analyze-{self.group}-{self.instance_id}"} if self.exactly_once else {}
+        return consumer, producer
 
 
 @dataclass
@@ -128,8 +144,19 @@ def _histogram_headers(value: dict, key: Any, timestamp: int, headers: Any) -> l
     return [*message_headers("json", value["count"]), (KIND_HEADER, HISTOGRAM_KIND.encode())]
 
 
+def _now_ms(*_: Any) -> int:
+    """The wall clock: the Kafka timestamp of what analyze writes (the window's own time is in the record).
+
+    Quix Streams would stamp an output with its window's event time; a broker deletes a segment once its newest
+    timestamp is older than retention.ms (7 days by default), so the windows of probes older than that (a replay,
+    a backfill, a source with a wrong clock) would vanish at the broker's next retention check.
+    """
+    return time.time_ns() // 1_000_000
+
+
 def build(settings: Settings, counters: Counters) -> Application:
     """The Quix Streams application, ready to run()."""
+    consumer_config, producer_config = settings.client_configs()
     app = Application(
         broker_address=settings.brokers,
         consumer_group=settings.group,
@@ -138,7 +165,8 @@ def build(settings: Settings, counters: Counters) -> Application:
         state_dir=settings.state_dir,
         commit_interval=1.0,
         loglevel="WARNING",
-        consumer_extra_config={"isolation.level": "read_committed"},
+        consumer_extra_config=consumer_config,
+        producer_extra_config=producer_config,
     )
     steps = Analyzer(settings, counters)
     probes = app.topic(settings.topic, key_deserializer="str", value_deserializer="bytes")
@@ -149,7 +177,7 @@ def build(settings: Settings, counters: Counters) -> Application:
     sdf = sdf.set_timestamp(lambda value, key, timestamp, headers: value[0])
     window = sdf.tumbling_window(settings.window_ms, grace_ms=settings.grace_ms, on_late=steps.late)
     closed = window.reduce(_reduce, _first).final()
-    closed = closed.apply(steps.close, stateful=True, metadata=True)
+    closed = closed.apply(steps.close, stateful=True, metadata=True).set_timestamp(_now_ms)
     closed.filter(lambda value: value["count"] > 0).set_headers(_histogram_headers).apply(
         lambda value: value["value"]
     ).to_topic(output)

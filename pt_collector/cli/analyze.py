@@ -69,6 +69,14 @@ DEFAULT_GROUP = "ptc-analyze"
     metavar="N",
     help="A path_gone event once a source's windows close N windows without the path.",
 )
+@click.option(
+    "--instance-id",
+    default=None,
+    metavar="NAME",
+    help="A stable name for this instance (one per running instance, e.g. its pod name): its Kafka transactional id "
+    "and static group membership, so that the instance restarted under it fences the transaction its predecessor "
+    "left open and takes its partitions back at once [default: a new name each start].",
+)
 @click.option("--at-least-once", is_flag=True, help="Without Kafka transactions [default: exactly-once].")
 @click.option(
     "--connect-timeout",
@@ -89,7 +97,8 @@ DEFAULT_GROUP = "ptc-analyze"
 def analyze(
     topic: str, brokers: str, output_topic: str, events_topic: str, group: str, window_s: float, grace_s: float,
     state_dir: Path, p99_threshold_ms: float | None, loss_threshold: float | None, unseen_windows: int,
-    at_least_once: bool, connect_timeout: float, metrics_port: int | None, metrics_address: str,
+    instance_id: str | None, at_least_once: bool, connect_timeout: float, metrics_port: int | None,
+    metrics_address: str,
 ) -> None:  # fmt: skip
     """Per-path windows of probe count, loss and delay quantiles, across every collector, with Quix Streams.
 
@@ -123,6 +132,7 @@ def analyze(
         str(state_dir),
         Thresholds(p99_threshold_ms, loss_threshold, unseen_windows),
         exactly_once=not at_least_once,
+        instance_id=instance_id,
     )
     counters = quix_app.Counters()
     if metrics_port is not None:
