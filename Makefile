@@ -12,7 +12,7 @@ NATIVE_SRC := native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 $(STAMP): pyproject.toml $(NATIVE_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,analyze]'
 	@$(BIN)/python -c "import pt_collector._native" 2>/dev/null \
 		|| echo "ptc: the compiled engine was not built (no cargo on the PATH): ptc runs on the pure-Python engine" >&2
 	touch $(STAMP)
@@ -37,12 +37,13 @@ deps:  ## what the tests need from Debian: kcat, Java and Maven (the Kafka broke
 demo: setup  ## decode the bundled capture of encapsulated probes to stdout
 	$(BIN)/ptc replay pcaps/encap.pcap --tts-shift 18 --output -
 
-test: deps setup lint native-check  ## every test, the real Kafka broker ones included (and ptc paths --plot: the plot extra)
+test: deps setup lint native-check  ## every test, the real Kafka broker ones included (ptc paths --plot: plot extra; ptc analyze: analyze extra)
 	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[plot]'
+	$(BIN)/python -c "import quixstreams, ddsketch" 2>/dev/null || $(BIN)/pip install --quiet -e '.[analyze]'
 	$(BIN)/python -m pytest -q
 
-test-python-engine: setup  ## the suite again on the pure-Python engine (the outage test, 2 min of broker downtime, once is enough)
-	PTC_ENGINE=python $(BIN)/python -m pytest -q --ignore=tests/test_outage.py
+test-python-engine: setup  ## the suite again on the pure-Python engine (not the outage and analyze tests: they decode nothing of their own)
+	PTC_ENGINE=python $(BIN)/python -m pytest -q --ignore=tests/test_outage.py --ignore=tests/test_analyze.py
 
 lint: setup
 	$(BIN)/ruff check .
@@ -117,3 +118,8 @@ bench-rules: setup  ## the flow rules' functions: the histogram's cost per probe
 
 bench-layouts: setup  ## the decoder against crafted layouts (one length, varied, mutations) next to typical traffic
 	$(BIN)/python bench/bench_layouts.py
+
+.PHONY: bench-analyze
+
+bench-analyze: setup  ## ptc analyze: probes/s for one and two instances next to kcat, and probe-to-window latency
+	$(BIN)/python bench/bench_analyze.py

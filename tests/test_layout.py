@@ -1,4 +1,6 @@
-"""The house: imports between the stage folders run one way, cli -> ops -> pipeline -> kafka -> capture -> codec.
+"""The house: imports between the stage folders run one way.
+
+cli -> ops -> analyze -> pipeline -> kafka -> capture -> codec.
 
 Read from the source (ast), so an import that runs upwards fails here, in `make test`.
 """
@@ -9,7 +11,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pt_collector"
-ORDER = ["cli", "ops", "pipeline", "kafka", "capture", "codec"]  # each may import itself and those after it
+ORDER = ["cli", "ops", "analyze", "pipeline", "kafka", "capture", "codec"]  # each may import itself and those after it
 
 
 def stage_imports(source: str, parts: tuple[str, ...]) -> set[str]:

@@ -144,11 +144,13 @@ def test_unknown_user_is_one_line(veth):
 def test_grafana_dashboard_reads_metrics_ptc_serves():
     import re
 
+    from pt_collector.analyze.metrics import SERVED as ANALYZE_SERVED  # ptc analyze --metrics-port
     from pt_collector.ops.metrics import COUNTERS, GAUGES
 
     dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
     served = {f"{name}_total" for name, _, _ in COUNTERS} | {name for name, _, _ in GAUGES}
     served |= {"ptc_malformed_frames_total", "ptc_capturing"}
+    served |= ANALYZE_SERVED
     served |= {
         f"ptc_kafka_{h}_{part}" for h in ("delivery_seconds", "batch_records") for part in ("bucket", "sum", "count")
     }

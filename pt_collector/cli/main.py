@@ -14,6 +14,7 @@ from .. import __version__
 from ..ops.config import apply as apply_settings
 from ..ops.config import expose_environment
 from ..pipeline.engine import engine_label
+from .analyze import analyze
 from .collect import collect
 from .common import hold_standard_fds
 from .config import config_group
@@ -47,6 +48,7 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
         apply_settings(ctx, config_file)
 
 
+main.add_command(analyze)
 main.add_command(collect)
 main.add_command(config_group)
 main.add_command(consume)

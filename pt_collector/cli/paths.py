@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..codec.record import Record
+from ..codec.record import PathHistogram, Record
 from ..codec.tts import MAX_SHIFT
 from ..kafka.client import ConsumeStats, KafkaUnavailable, consume
 from ..ops.config import engine_for
@@ -108,7 +108,8 @@ def _from_kafka(
     stats = ConsumeStats()
 
     def emit(records: list[Record]) -> None:
-        table.add(record for record in records if isinstance(record, Record))  # not histogram records
+        table.add(record for record in records if isinstance(record, Record))
+        table.add_histograms(record for record in records if isinstance(record, PathHistogram))  # ptc analyze's
 
     reading = consume(
         cluster, topic, emit, from_beginning=from_beginning, max_records=max_records, idle_timeout_s=timeout,
@@ -152,16 +153,18 @@ def _plot(table: PathTable, out: Path) -> None:
     """Each path's end-to-end delay (ms) over its probes' time (s from the first probe), one line each."""
     from matplotlib.figure import Figure
 
-    rows = [path for path in table.rows() if path.e2e_ns]
-    start = min((min(path.times_ns) for path in rows), default=0)
+    rows = [path for path in table.rows() if path.e2e_ns or path.window_p99]
+    series = {id(p): list(zip(p.times_ns, p.e2e_ns, strict=True)) or p.window_p99 for p in rows}  # p99 per window
+    start = min((min(t for t, _ in series[id(path)]) for path in rows), default=0)
     figure = Figure(figsize=(11, 5.5), layout="constrained")
     axes = figure.subplots()
     for number, path in enumerate(rows):
-        seconds = [(t - start) / 1e9 for t in path.times_ns]
-        delays = [d / NS_PER_MS for d in path.e2e_ns]
+        seconds = [(t - start) / 1e9 for t, _ in series[id(path)]]
+        delays = [d / NS_PER_MS for _, d in series[id(path)]]
         axes.plot(seconds, delays, marker=".", markersize=3, linewidth=0.8, label=_label(path, number))
     axes.set_xlabel("time since the first probe (s)")
-    axes.set_ylabel("end-to-end delay (ms)")
+    windows = any(path.window_p99 and not path.e2e_ns for path in rows)
+    axes.set_ylabel("end-to-end delay, p99 per window (ms)" if windows else "end-to-end delay (ms)")
     axes.set_title(f"{len(rows)} paths")
     if rows:
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))

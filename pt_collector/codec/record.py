@@ -109,7 +109,7 @@ class PathNode(msgspec.Struct, frozen=True, gc=False):
     addr: str
 
 
-class DelayHistogram(msgspec.Struct, frozen=True, gc=False):
+class DelayHistogram(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """Delays in ns: how many, their extremes and sum, and how many per bucket.
 
     Bucket i holds the delays d with bounds[i-1] < d <= bounds[i]; the last one those above every bound.
@@ -120,9 +120,10 @@ class DelayHistogram(msgspec.Struct, frozen=True, gc=False):
     max_ns: int | None
     sum_ns: int
     buckets: tuple[int, ...]
+    quantiles_ns: tuple[int, ...] = ()  # appended: the delays at the record's quantiles_permille (ptc analyze)
 
 
-class PathHistogram(msgspec.Struct, frozen=True, gc=False, tag_field="kind", tag="histogram"):
+class PathHistogram(msgspec.Struct, frozen=True, gc=False, tag_field="kind", tag="histogram", omit_defaults=True):
     """One path's probes over one interval, from a `histogram` rule, schema version 1 (`kind` is "histogram").
 
     Field order is the schema's; new fields may only be appended, with defaults.
@@ -141,6 +142,8 @@ class PathHistogram(msgspec.Struct, frozen=True, gc=False, tag_field="kind", tag
     e2e: DelayHistogram
     hop_bounds_ns: tuple[int, ...]
     hop_delays: tuple[DelayHistogram, ...]
+    quantiles_permille: tuple[int, ...] = ()  # appended: the quantiles in each quantiles_ns, in 1/1000 (ptc analyze)
+    relative_accuracy_ppm: int = 0  # appended: the quantiles' relative error bound, in 1/1000000 (0: none)
 
 
 histogram_json_decoder = msgspec.json.Decoder(PathHistogram)

@@ -298,6 +298,7 @@ async def consume(
     options = {
         **cluster.client_options(),
         "group_id": None,  # reads every partition, commits nothing
+        "isolation_level": "read_committed",  # of transactional producers (ptc analyze), what they committed
         "auto_offset_reset": "earliest" if from_beginning else "latest",
         "enable_auto_commit": False,
         "max_partition_fetch_bytes": FETCH_BYTES,
