@@ -111,7 +111,8 @@ def main() -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
     print(
-        f"# {args.engine} engine, decoder: {pt_collector.codec.decode.__file__}, tts-shift {args.tts_shift},"
+        f"# {args.engine} engine ({pt_collector.codec.decode.__file__ if args.engine == 'python' else 'native/'}),"
+        f" tts-shift {args.tts_shift},"
         f" best of {args.repeat}, interleaved"
     )
     typical = best["typical (16 sources)"]
