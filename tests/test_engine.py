@@ -38,8 +38,15 @@ def test_version_and_summary_name_the_engine(engine):
     assert f"engine          {engine}\n" in done.stderr.decode()
 
 
-def test_an_unknown_engine_is_a_usage_error():
-    done = ptc("replay", str(PCAPS / "encap.pcap"), "-o", "-", engine="turbo")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("replay", str(PCAPS / "encap.pcap"), "-o", "-"),
+        ("collect", "--iface", "lo", "--metrics-port", "0", "-o", "/dev/null"),  # before serving metrics
+    ],
+)
+def test_an_unknown_engine_is_a_usage_error(command):
+    done = ptc(*command, engine="turbo")
     assert done.returncode == 2
     assert done.stderr.decode().splitlines()[-1] == "Error: PTC_ENGINE=turbo: not an engine (one of native, python)"
     assert done.stdout == b""
@@ -71,9 +78,8 @@ def test_the_native_engine_keeps_each_records_frame_as_the_python_one():
     )
 
 
-def test_metrics_name_the_engine(monkeypatch):
-    monkeypatch.setenv("PTC_ENGINE", "python")
-    families = {family.name: family for family in BoardCollector(StatsBoard(1, kafka=False)).collect()}
+def test_metrics_name_the_engine():
+    families = {family.name: family for family in BoardCollector(StatsBoard(1, kafka=False, engine="python")).collect()}
     assert [(s.labels, s.value) for s in families["ptc_engine_info"].samples] == [({"engine": "python"}, 1)]
 
 

@@ -11,6 +11,7 @@ from test_collect_veth import Collector
 from test_operations import free_port, get
 
 from pt_collector.ops.metrics import CONNECTION_DEADLINE_S
+from pt_collector.pipeline.engine import engine_name
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -61,6 +62,7 @@ def test_idle_and_slowloris_clients_block_neither_healthz_nor_metrics(veth, tmp_
             assert get(f"http://127.0.0.1:{port}/healthz") == (200, "capturing\n")
             status, text = get(f"http://127.0.0.1:{port}/metrics")
             assert status == 200 and "ptc_capturing 1.0" in text
+            assert f'ptc_engine_info{{engine="{engine_name()}"}} 1.0' in text
             time.sleep(0.5)
         # and the server ends them all, the trickling one too, once their deadline is past
         for conn in [*idlers, slowloris, partial]:

@@ -18,7 +18,7 @@ import socket
 from typing import Protocol
 
 from .bpf import DEFAULT_PROGRAM, FilterError, Program, attach_filter, compile_expression
-from .packet_socket import CaptureSetupError, Frames, SocketReceiver, kernel_stats, open_packet_socket
+from .packet_socket import Captured, CaptureSetupError, Frames, SocketReceiver, kernel_stats, open_packet_socket
 from .ring import RingReceiver
 
 
@@ -56,6 +56,7 @@ class SharedReceiver(Receiver, Protocol):
 __all__ = [
     "DEFAULT_PROGRAM",
     "CaptureSetupError",
+    "Captured",
     "FilterError",
     "Frames",
     "Program",

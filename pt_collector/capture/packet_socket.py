@@ -40,7 +40,8 @@ IFREQ_FLAGS = struct.Struct("16sH14x")  # struct ifreq: name, ifr_flags, rest of
 MAX_FRAME = 262144  # receive buffer: frames up to tcpdump's largest snap length arrive whole
 DEFAULT_RCVBUF = 16 << 20  # some 20k queued probes before the kernel drops; the default 208 KiB holds 250
 
-Frames = list[tuple[int, bytes]]  # (capture time in ns since the epoch, frame bytes)
+Captured = tuple[int, bytes]  # (capture time in ns since the epoch, frame bytes): one frame as a receiver drains it
+Frames = list[Captured]
 REJECT_ALL: Program = [(RET_K, 0, 0, 0)]  # a filter that takes no frame: nothing more is queued, nor counted
 
 

@@ -198,7 +198,8 @@ def collect(
         iface, capture, ring_block_size, ring_blocks, ring_timeout_ms, rcvbuf, program,
         fanout_group=os.getpid() & 0xFFFF if workers > 1 else None, shutdown_timeout_s=shutdown_timeout,
     )  # fmt: skip
-    board = StatsBoard(workers, kafka=output is None)
+    engine = engine_for(tts_shift)  # once, here: a PTC_ENGINE that names no engine is a usage error, not a worker's
+    board = StatsBoard(workers, kafka=output is None, engine=engine.name)
     display = Display(
         board, iface, live=sys.stderr.isatty() if stats is None else stats, interval_s=stats_interval,
         log_format=log_format,
@@ -218,7 +219,7 @@ def collect(
     try:
         with display:
             serve = server.start if server else lambda: None
-            status = _run(workers, settings, tts_shift, opener, board, display, user, on_worker_exit, serve)
+            status = _run(workers, settings, engine, opener, board, display, user, on_worker_exit, serve)
             board.capturing = False
     finally:
         if server:
@@ -232,7 +233,7 @@ def collect(
 def _run(
     workers: int,
     settings: CaptureSettings,
-    tts_shift: int | None,
+    engine: Engine,
     opener: SinkOpener,
     board: StatsBoard,
     display: Display,
@@ -253,7 +254,7 @@ def _run(
             board.post(0, CollectStats.from_dict(stats.to_dict()))  # a copy: the worker goes on counting
             display.refresh()
 
-        status, stats = _one_worker(settings, tts_shift, opener, report, display.say, user)
+        status, stats = _one_worker(settings, engine, opener, report, display.say, user)
         board.post(0, stats)
         return status
     from ..capture import CaptureSetupError
@@ -268,7 +269,7 @@ def _run(
             _import_what_workers_need()  # the user may not read where Python is installed (as /root/.pyenv)
             drop_privileges(user)  # the sockets are open: the parent needs nothing more
         serve()
-        child = partial(_child, settings, tts_shift, opener, display.say, user, receivers)
+        child = partial(_child, settings, engine, opener, display.say, user, receivers)
         return run_workers(
             workers, child, board.post, display.refresh, display.error, on_exit=on_worker_exit, receivers=receivers
         )
@@ -289,7 +290,7 @@ def _import_what_workers_need() -> None:
 
 def _child(
     settings: CaptureSettings,
-    tts_shift: int | None,
+    engine: Engine,
     opener: SinkOpener,
     say: Say,
     user: str | None,
@@ -297,14 +298,14 @@ def _child(
     index: int,
     report: Callable[[CollectStats], None],
 ) -> int:
-    status, stats = _one_worker(settings, tts_shift, opener, report, say, user, receivers.only(index))
+    status, stats = _one_worker(settings, engine, opener, report, say, user, receivers.only(index))
     report(stats)
     return status  # EXIT_FATAL: its output cannot be written, the parent restarts no worker
 
 
 def _one_worker(
     settings: CaptureSettings,
-    tts_shift: int | None,
+    engine: Engine,
     opener: SinkOpener,
     report: Callable[[CollectStats], None],
     say: Say,
@@ -315,7 +316,7 @@ def _one_worker(
     from ..capture import CaptureSetupError
 
     try:
-        worker = run_async(_capture(settings, engine_for(tts_shift), opener, report, user, opened))
+        worker = run_async(_capture(settings, engine, opener, report, user, opened))
     except (CaptureSetupError, KafkaUnavailable, PrivilegeError) as exc:
         say("error", str(exc))
         return EXIT_FAILED, CollectStats()

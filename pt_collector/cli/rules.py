@@ -13,8 +13,7 @@ from ..capture.pcap import Frame
 from ..codec.record import PathHistogram, Record
 from ..codec.tts import MAX_SHIFT
 from ..kafka.kinds import raw_key
-from ..ops.config import Config, effective
-from ..pipeline.engine import Engine, EngineError, make_engine
+from ..ops.config import effective, engine_for
 from ..pipeline.functions import Emitted, RuleCounters, RuleEngine
 from ..pipeline.path_histogram import probe_time
 from ..pipeline.replay import replay
@@ -69,7 +68,7 @@ def rules_test(
     engine = RuleEngine(config.rules, topic.value if topic else "pt-probes")
     sink = _TestSink(engine, show=None if summary else echo_or_raise)
     with stdout_report():
-        stats = run_async(replay(files, _engine(shift, config), sink))
+        stats = run_async(replay(files, engine_for(shift, config.shift_by_source), sink))
         if summary:
             _summary_table(engine)
         counts = f"{stats.probes:,} probes, {stats.not_pt:,} not PT, {stats.malformed_total:,} malformed"
@@ -169,10 +168,3 @@ def _summary_table(engine: RuleEngine) -> None:
 
 def _counts(c: RuleCounters) -> list[str]:
     return [f"{n:,}" for n in (c.probes, c.records, c.sampled_out, c.dropped, c.histograms, c.late, c.frames)]
-
-
-def _engine(shift: int | None, config: Config) -> Engine:
-    try:
-        return make_engine(shift, config.shift_by_source)
-    except EngineError as exc:
-        raise click.UsageError(str(exc)) from None

@@ -58,8 +58,8 @@ class HistogramBatcher:
     def held(self) -> int:
         return self._batcher.held
 
-    def add(self, histograms: Iterable[PathHistogram], now: float) -> list[Message]:
-        return _marked(self._batcher.add(list(histograms), now))  # src.addr is all a batcher reads
+    def add(self, histograms: Sequence[PathHistogram], now: float) -> list[Message]:
+        return _marked(self._batcher.add(histograms, now))  # src.addr is all a batcher reads
 
     def due(self, now: float) -> list[Message]:
         return _marked(self._batcher.due(now))

@@ -47,8 +47,9 @@ def stages(stats: CollectStats) -> list[Stage]:
 
 
 class StatsBoard:
-    def __init__(self, workers: int, kafka: bool) -> None:
+    def __init__(self, workers: int, kafka: bool, engine: str = "") -> None:
         self.kafka = kafka  # False: records go to a file, there is no broker to watch
+        self.engine = engine  # the workers' decode engine: native or python
         self.capturing = False
         self.error = ""
         self._lock = threading.Lock()

@@ -26,7 +26,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ..codec.histogram import Histogram
-from ..pipeline.engine import engine_name
 from .board import StatsBoard
 
 # (metric name, help, CollectStats field)
@@ -59,7 +58,6 @@ GAUGES = [
 class BoardCollector(Collector):
     def __init__(self, board: StatsBoard) -> None:
         self.board = board
-        self.engine = engine_name()  # the workers' too: they read the same PTC_ENGINE
 
     def collect(self) -> Iterator[Metric]:
         workers = [(str(i), stats) for i, stats in enumerate(self.board.workers())]
@@ -82,7 +80,7 @@ class BoardCollector(Collector):
             yield family
         yield GaugeMetricFamily("ptc_capturing", "1 while capturing.", value=int(self.board.capturing))
         engine = GaugeMetricFamily("ptc_engine_info", "The decode engine in use: native or python.", labels=["engine"])
-        engine.add_metric([self.engine], 1)
+        engine.add_metric([self.board.engine], 1)
         yield engine
         yield _histogram("ptc_kafka_batch_records", "Records per Kafka message.", workers, "batch_sizes")
         yield _histogram("ptc_kafka_delivery_seconds", "From send to acknowledgement, per message.", workers, "latency")

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..capture import Captured
 from ..codec.wire import LINKTYPE_ETHERNET
-from .engine import Captured, Engine
-from .sinks import JsonLinesSink, OutputError, Sink
+from .engine import Engine
+from .sinks import JsonLinesSink, OutputError, Sink, hand_over
 from .stats import BROKER_DOWN, BROKER_UNKNOWN, BROKER_UP, CollectStats
 
 if TYPE_CHECKING:
@@ -161,10 +162,7 @@ class Worker:
         if records:
             stats.decoded += len(records)
             stats.batched += len(records)
-            if decoded.frames is None:
-                await sink.write(records)
-            else:
-                await sink.write_frames(records, decoded.frames)
+            await hand_over(sink, records, decoded.frames)
 
 
 async def run_worker(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Network
 from typing import Protocol
 
+from ..capture import Captured
 from ..capture.pcap import Frame
 from ..codec.decode import DecodeError, Decoder
 from ..codec.record import EncodedRecords, Record
@@ -26,8 +27,6 @@ except ImportError:  # installed without a Rust toolchain: the pure engine alone
     _native = None  # type: ignore[assignment]
 
 NATIVE = _native is not None  # the compiled engine is built here
-
-Captured = tuple[int, bytes]  # capture time (ns since the epoch), frame bytes: what a receiver drains
 
 
 @dataclass(slots=True)

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..capture import Captured
 from ..capture.pcap import CaptureError, Frame, read_capture
-from .engine import Captured, Engine
-from .sinks import Sink
+from .engine import Engine
+from .sinks import Sink, hand_over
 
 BATCH = 1024
 
@@ -132,10 +133,7 @@ async def _decode_into(engine: Engine, linktype: int, frames: list[Captured], si
     stats.malformed.update(decoded.malformed)
     if decoded.records:
         stats.probes += len(decoded.records)
-        if decoded.frames is not None:
-            await sink.write_frames(decoded.records, decoded.frames)
-        else:
-            await sink.write(decoded.records)
+        await hand_over(sink, decoded.records, decoded.frames)
 
 
 def _size(path: str | Path) -> int:

@@ -39,6 +39,14 @@ class Sink(Protocol):
     async def close(self, timeout_s: float | None = None) -> None: ...
 
 
+async def hand_over(sink: Sink, records: Sequence[Record], frames: list[Frame] | None) -> None:
+    """Records to the sink, with their frames when it wants them (Engine.decode_batch's keep_frames)."""
+    if frames is None:
+        await sink.write(records)
+    else:
+        await sink.write_frames(records, frames)
+
+
 class DirectSink:
     """A sink that delivers as it writes: it holds nothing, and wants no frames."""
 
