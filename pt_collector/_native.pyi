@@ -57,6 +57,8 @@ class Decoder:
     @property
     def format(self) -> Literal["json", "msgpack"]: ...
     def shift_for(self, src_addr: str) -> int | None: ...
+    def set_source_shift(self, src_addr: str, shift: int | None) -> None:
+        """`src_addr` decodes with `shift` from now on (None: no hop times), before any prefix (--tts-shift auto)."""
     def decode_frames(self, frames: Iterable[tuple[int, Buffer] | tuple[int, int, Buffer]], linktype: int = 1) -> Batch:
         """Frames as (capture_ns, frame) with `linktype`, or (linktype, capture_ns, frame) as pcap.Frame."""
     def decode_capture(

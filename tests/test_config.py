@@ -167,7 +167,7 @@ def test_every_option_has_its_variable():
     ("text", "error"),
     [
         ("[collect]\nworkers = 0\n", "collect.workers: 0 is not in the range 1<=x<=64"),
-        ("tts_shift = 25\n", "tts_shift: 25 is not in the range 0<=x<=24"),
+        ("tts_shift = 25\n", "tts_shift: 25 is not a TTS shift 0..24 or auto"),
         ("workers = 1.5\n", "workers: 1.5 is not an integer"),
         ("[replay]\nquiet = 'yes'\n", 'replay.quiet: "yes" is not true or false'),
         ("topic = 'probes from lab'\n", "topic: a Kafka topic name is 1 to 249"),
@@ -200,7 +200,7 @@ def test_an_invalid_file_is_one_line_naming_the_key(pcaps, tmp_path, text, error
 @pytest.mark.parametrize(
     ("env", "error"),
     [
-        ({"PTC_TTS_SHIFT": "99"}, "Error: PTC_TTS_SHIFT: 99 is not in the range 0<=x<=24"),
+        ({"PTC_TTS_SHIFT": "99"}, "Error: PTC_TTS_SHIFT: 99 is not a TTS shift 0..24 or auto"),
         ({"PTC_QUIET": "maybe"}, "Error: PTC_QUIET: 'maybe' is not a valid boolean"),
         ({"PTC_TOPIC": "a/b"}, "Error: PTC_TOPIC: a Kafka topic name is 1 to 249"),
     ],

@@ -126,6 +126,7 @@ impl Output {
 pub struct Core {
     pub tts_shift: Option<u32>,
     prefixes: Vec<Prefix>,
+    sources: crate::source_shift::SourceShifts,
     pub format: Format,
     addresses: addr::Cache,
     tts: Vec<u8>,
@@ -160,6 +161,7 @@ impl Core {
         Ok(Core {
             tts_shift: checked(tts_shift)?,
             prefixes: checked_prefixes,
+            sources: Default::default(),
             format,
             addresses: addr::Cache::default(),
             tts: Vec::with_capacity(16),
@@ -169,8 +171,17 @@ impl Core {
 
     /// The TTS shift for the midpoints on paths from the source `src`.
     pub fn shift_for(&self, src: &[u8; 16]) -> Option<u32> {
+        if let Some(shift) = self.sources.get(src) {
+            return shift;
+        }
         let a = u128::from_be_bytes(*src);
         self.prefixes.iter().find(|p| p.holds(a)).map_or(self.tts_shift, |p| p.shift)
+    }
+
+    /// `src` decodes with `shift` from now on, whatever the prefixes say.
+    pub fn set_source_shift(&mut self, src: [u8; 16], shift: Option<i64>) -> Result<(), ShiftError> {
+        self.sources.set(src, checked(shift)?);
+        Ok(())
     }
 
     /// Decode one frame into `out`: a record appended and counted, or a not-PT or malformed count.

@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod core;
 pub mod pcap;
+pub mod source_shift;
 pub mod tts;
 pub mod walk;
 

@@ -229,6 +229,15 @@ impl Decoder {
         Ok(self.core.shift_for(&a.octets()))
     }
 
+    /// The source `src_addr` decodes with `shift` from now on (None: no hop times), before any prefix.
+    #[pyo3(signature = (src_addr, shift))]
+    fn set_source_shift(&mut self, src_addr: &str, shift: Option<i64>) -> PyResult<()> {
+        let a = src_addr
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| PyValueError::new_err(format!("{src_addr:?} does not appear to be an IPv6 address")))?;
+        self.core.set_source_shift(a.octets(), shift).map_err(|e| PyValueError::new_err(e.0))
+    }
+
     /// Decode frames: each (capture_ns, frame) with `linktype`, or (linktype, capture_ns, frame) as pcap.Frame.
     #[pyo3(signature = (frames, linktype = 1))]
     fn decode_frames(&mut self, frames: &Bound<'_, PyAny>, linktype: u32) -> PyResult<Batch> {

@@ -11,11 +11,10 @@ from typing import Any
 
 import click
 
-from ..codec.tts import MAX_SHIFT
 from ..kafka.client import KafkaUnavailable
 from ..kafka.sink import KafkaSink, Say
 from ..ops.board import StatsBoard
-from ..ops.config import engine_for, rules_for
+from ..ops.config import TTS_SHIFT, engine_for, rules_for
 from ..ops.display import Display, counter_fields
 from ..ops.metrics import MetricsServer
 from ..ops.privileges import PrivilegeError, drop_privileges, lookup
@@ -34,6 +33,7 @@ from ..pipeline.engine import Engine
 from ..pipeline.functions import RuleEngine
 from ..pipeline.routing import RoutedSink, file_routes, open_kafka_output
 from ..pipeline.rules import Ruleset
+from ..pipeline.shift_watch import ShiftWatchingEngine
 from ..pipeline.sinks import JsonLinesSink, OutputError, Sink
 from ..pipeline.stats import CollectStats
 from .common import (
@@ -106,7 +106,7 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
     "(0.5 s doubling to 30 s; ptc gives up and exits 1 after 5 failures in a row within 5 s of starting), "
     "or stop the others and exit 1.",
 )  # fmt: skip
-@click.option("--tts-shift", type=click.IntRange(0, MAX_SHIFT), default=None, help=TTS_SHIFT_HELP)
+@click.option("--tts-shift", type=TTS_SHIFT, default=None, help=TTS_SHIFT_HELP)
 @click.option(
     "--stats/--no-stats", default=None,
     help="A live table of the counters on stderr, refreshed every second [default: when stderr is a terminal].",
@@ -148,7 +148,7 @@ def collect(
     bpf: str | None,
     workers: int,
     on_worker_exit: str,
-    tts_shift: int | None,
+    tts_shift: int | str | None,
     stats: bool | None,
     stats_interval: float,
     log_format: str,
@@ -204,6 +204,8 @@ def collect(
         board, iface, live=sys.stderr.isatty() if stats is None else stats, interval_s=stats_interval,
         log_format=log_format,
     )  # fmt: skip
+    if isinstance(engine, ShiftWatchingEngine):  # what it learns about --tts-shift, in the display's lines
+        engine.say = partial(display.say, "info")
     opener = _sink_opener(output, kafka, append=workers > 1, say=display.say, rules=rules_for())
     try:  # fail here, once, in one line: not in every worker
         if output is not None:

@@ -21,7 +21,10 @@ T = TypeVar("T")
 TTS_SHIFT_HELP = (
     "TTS template shift (0..24) of the midpoints, for midpoint time reconstruction; "
     "without it every hop's time_ns is null. It is a per-router setting, not in the packet: "
-    "upstream VPP template 2 is 16, the original VPP default 18, Linux template 1 is 18."
+    "upstream VPP template 2 is 16, the original VPP default 18, Linux template 1 is 18. "
+    "'auto' learns it per source node from its first probes (a line on stderr says which, from how many "
+    "probes and how surely; hop times stay null where it cannot decide) and keeps checking it; "
+    "a fixed shift that the probes contradict is warned about once per source."
 )
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..capture.pcap import PcapWriter
 from ..codec.encode import ethernet, linux_sll, linux_sll2
 from ..codec.generate import generate as generate_probes
+from ..codec.shift_infer import AUTO
 from ..codec.tts import MAX_SHIFT
 from ..codec.wire import ETH_P_VLAN, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
+from ..ops.config import TtsShift
 from .common import (
     Failed,
 )
@@ -23,6 +26,20 @@ LINKS = {
     "sll2": (LINKTYPE_LINUX_SLL2, linux_sll2),
     "raw": (LINKTYPE_RAW, lambda p: p),
 }
+
+
+class ShiftList(TtsShift):
+    """Comma-separated TTS shifts 0..24 (`auto`, which a config file's top-level tts_shift may say for replay and
+    collect, is the default here: generate stamps with known shifts)."""
+
+    name = "shifts"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        """One shift as an int (as ptc config check shows it); several as "16,18,20"."""
+        parts = str(value).strip().lower().replace(AUTO, "18").split(",")
+        if not all(p.strip().isdigit() and int(p) <= MAX_SHIFT for p in parts):
+            self.fail(f"{value!r}: TTS shifts 0..{MAX_SHIFT}, comma-separated", param, ctx)
+        return int(parts[0]) if len(parts) == 1 else ",".join(str(int(p)) for p in parts)
 
 
 @click.command()
@@ -52,10 +69,11 @@ LINKS = {
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed for interface ids, loads and delays.")
 @click.option(
     "--tts-shift",
-    type=click.IntRange(0, MAX_SHIFT),
+    type=ShiftList(),
     default=18,
     show_default=True,
-    help="TTS shift the midpoints stamp with.",
+    metavar="SHIFT[,SHIFT...]",
+    help="TTS shift the midpoints stamp with; several (16,18,20): one per source in turn, a fleet of mixed routers.",
 )
 @click.option(
     "--link", type=click.Choice(sorted(LINKS)), default="ethernet", show_default=True, help="Link layer of the capture."
@@ -69,7 +87,7 @@ def generate(
     encap: bool,
     sources: int,
     seed: int,
-    tts_shift: int,
+    tts_shift: int | str,
     link: str,
     interval_us: int,
 ) -> None:
@@ -82,7 +100,7 @@ def generate(
     linktype, frame_of = LINKS[link]
     probes = generate_probes(
         count, hops=hops, segments=segments, encap=encap, seed=seed, sources=sources,
-        tts_shift=tts_shift, interval_ns=interval_us * 1000,
+        tts_shift=[int(p) for p in str(tts_shift).split(",")], interval_ns=interval_us * 1000,
     )  # fmt: skip
     try:
         with open(out, "wb") as stream:

@@ -12,10 +12,9 @@ from typing import Any
 
 import click
 
-from ..codec.tts import MAX_SHIFT
 from ..kafka.client import KafkaUnavailable
 from ..kafka.sink import DeliveryCounters, KafkaSink
-from ..ops.config import engine_for, rules_for
+from ..ops.config import TTS_SHIFT, engine_for, rules_for
 from ..pipeline.engine import Engine
 from ..pipeline.functions import RuleEngine
 from ..pipeline.replay import ReplayStats
@@ -54,7 +53,7 @@ REPEAT_WINDOW_S = 30.0  # the same line from the Kafka side once in this long at
     "-o", "--output", metavar="FILE",
     help="Write records as JSON lines to FILE ('-' for stdout) instead of sending them to Kafka.",
 )  # fmt: skip
-@click.option("--tts-shift", type=click.IntRange(0, MAX_SHIFT), default=None, help=TTS_SHIFT_HELP)
+@click.option("--tts-shift", type=TTS_SHIFT, default=None, help=TTS_SHIFT_HELP)
 @click.option(
     "--progress/--no-progress", default=None,
     help="Show a progress line on stderr [default: when stderr is a terminal].",
@@ -68,7 +67,7 @@ def replay(
     ctx: click.Context,
     files: tuple[Path, ...],
     output: str | None,
-    tts_shift: int | None,
+    tts_shift: int | str | None,
     progress: bool | None,
     quiet: bool,
     **kafka: Any,

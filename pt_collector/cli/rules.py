@@ -11,9 +11,8 @@ import click
 
 from ..capture.pcap import Frame
 from ..codec.record import PathHistogram, Record
-from ..codec.tts import MAX_SHIFT
 from ..kafka.kinds import raw_key
-from ..ops.config import effective, engine_for
+from ..ops.config import TTS_SHIFT, effective, engine_for
 from ..pipeline.functions import Emitted, RuleCounters, RuleEngine
 from ..pipeline.path_histogram import probe_time
 from ..pipeline.replay import replay
@@ -38,12 +37,12 @@ def rules_group() -> None:
 )  # fmt: skip
 @click.option("--summary", is_flag=True, help="Only a table of what each rule did, not a line per probe.")
 @click.option(
-    "--tts-shift", type=click.IntRange(0, MAX_SHIFT), default=None,
+    "--tts-shift", type=TTS_SHIFT, default=None,
     help=TTS_SHIFT_HELP + " [default: replay's, from the config file]",
 )  # fmt: skip
 @click.pass_context
 def rules_test(
-    ctx: click.Context, files: tuple[Path, ...], config_file: Path | None, summary: bool, tts_shift: int | None
+    ctx: click.Context, files: tuple[Path, ...], config_file: Path | None, summary: bool, tts_shift: int | str | None
 ) -> None:
     """Show which rule each probe of the capture FILES matches and what `ptc replay` would emit.
 

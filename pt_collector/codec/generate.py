@@ -9,7 +9,7 @@ come from ptc's encoder twin, so tests and benchmarks need no scapy.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .encode import PtTlv, encapsulate, mcd, probe, push_mcd
@@ -63,11 +63,15 @@ def generate(
     encap: bool = True,
     seed: int = 1,
     sources: int = 4,
-    tts_shift: int = 18,
+    tts_shift: int | Sequence[int] = 18,
     start_ns: int = DEFAULT_START_NS,
     interval_ns: int = 1_000_000,
 ) -> Iterator[tuple[int, bytes]]:
-    """(capture time, IPv6 packet) for `count` probes, round-robin over the sources."""
+    """(capture time, IPv6 packet) for `count` probes, round-robin over the sources.
+
+    `tts_shift`: the midpoints' shift, or one per source in turn (a fleet whose routers differ).
+    """
+    shifts = [tts_shift] if isinstance(tts_shift, int) else list(tts_shift)
     rng = random.Random(seed)
     paths = make_paths(sources, hops, segments, rng)
     sequences = [0] * len(paths)
@@ -80,7 +84,7 @@ def generate(
         packet = probe(path.src, path.segments[-1], path.segments, src_tlv, hop_limit=64)
         for if_id in path.midpoint_ifs:
             t += rng.randrange(100_000, 5_000_000)  # 0.1 to 5 ms per hop: well inside one TTS wrap
-            packet = push_mcd(packet, mcd(if_id, rng.randrange(4), tts_of(t, tts_shift)))
+            packet = push_mcd(packet, mcd(if_id, rng.randrange(4), tts_of(t, shifts[n % len(shifts)])))
         t += rng.randrange(100_000, 5_000_000)
         if encap:
             packet = encapsulate(packet, path.sink, COLLECTOR, PtTlv(path.sink_if, rng.randrange(4), t))

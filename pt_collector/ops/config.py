@@ -25,9 +25,11 @@ from typing import Any
 
 import click
 
+from ..codec.shift_infer import AUTO
 from ..codec.tts import MAX_SHIFT
-from ..pipeline.engine import Engine, EngineError, make_engine
+from ..pipeline.engine import Engine, EngineError
 from ..pipeline.rules import RuleError, Ruleset, parse_rules
+from ..pipeline.shift_watch import Shift, ShiftWatchingEngine, watching
 
 ENV_PREFIX = "PTC_"
 SHIFTS_TABLE = "tts_shift_by_source"
@@ -37,6 +39,25 @@ HIDDEN = "***"
 DEFAULT, FILE, ENVIRONMENT = "default", "file", "environment"  # where a setting came from, lowest first
 _META_SHIFTS = "pt_collector.tts_shift_by_source"  # ctx.meta is shared by the group and its subcommands
 _META_RULES = "pt_collector.pipeline.rules"
+
+
+class TtsShift(click.ParamType):
+    """--tts-shift: a shift 0..24, or `auto` (learnt per source from the probes)."""
+
+    name = "0..24|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SHIFT:
+            return value
+        text = str(value).strip().lower()
+        if text == AUTO:
+            return AUTO
+        if text.isdigit() and 0 <= int(text) <= MAX_SHIFT:
+            return int(text)
+        self.fail(f"{value} is not a TTS shift 0..{MAX_SHIFT} or {AUTO}", param, ctx)
+
+
+TTS_SHIFT = TtsShift()
 
 
 class ConfigError(click.ClickException):
@@ -60,7 +81,7 @@ class Config:
 
     name: str  # the file as given, for messages
     table: Mapping[str, Any]
-    shift_by_source: Mapping[IPv6Network, int]
+    shift_by_source: Mapping[IPv6Network, int | str]  # a shift 0..24, or "auto"
     rules: Ruleset = field(default_factory=Ruleset)
 
 
@@ -145,19 +166,19 @@ def _did_you_mean(key: str, *choices: Mapping[str, Any] | set[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def _shifts(name: str, table: object) -> dict[IPv6Network, int]:
-    """[tts_shift_by_source]: "prefix" = shift."""
+def _shifts(name: str, table: object) -> dict[IPv6Network, int | str]:
+    """[tts_shift_by_source]: "prefix" = shift, or "prefix" = "auto"."""
     if not isinstance(table, dict):
         raise ConfigError(f'{name}: {SHIFTS_TABLE}: a table of "prefix" = shift, [{SHIFTS_TABLE}]')
-    shifts: dict[IPv6Network, int] = {}
+    shifts: dict[IPv6Network, int | str] = {}
     for prefix, shift in table.items():
         where = f'{name}: {SHIFTS_TABLE}."{prefix}"'
         try:
             network = IPv6Network(prefix)
         except ValueError as exc:
             raise ConfigError(f"{where}: not an IPv6 prefix: {exc}") from None
-        if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= MAX_SHIFT:
-            raise ConfigError(f"{where}: {_toml(shift)} is not a TTS shift 0..{MAX_SHIFT}")
+        if shift != AUTO and (isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= MAX_SHIFT):
+            raise ConfigError(f'{where}: {_toml(shift)} is not a TTS shift 0..{MAX_SHIFT} or "{AUTO}"')
         if network in shifts:
             raise ConfigError(f"{where}: the same prefix as another key, {network}")
         shifts[network] = shift
@@ -230,7 +251,9 @@ def _checked(ctx: click.Context, option: click.Option, key: str, raw: Any, origi
 def _check_toml_kind(option: click.Option, key: str, raw: Any, origin: str) -> None:
     """TOML has types: 1.5 for an integer or "yes" for a flag is a mistake, not something to coerce."""
     kind = option.type
-    if isinstance(kind, click.types.BoolParamType):
+    if isinstance(kind, TtsShift):
+        ok, what = isinstance(raw, int | str) and not isinstance(raw, bool), f'a shift 0..{MAX_SHIFT} or "{AUTO}"'
+    elif isinstance(kind, click.types.BoolParamType):
         ok, what = isinstance(raw, bool), "true or false"
     elif isinstance(kind, click.types.IntParamType):
         ok, what = isinstance(raw, int) and not isinstance(raw, bool), "an integer"
@@ -275,16 +298,27 @@ def rules_for() -> Ruleset:
     return rules if rules is not None else Ruleset()
 
 
-def engine_for(tts_shift: int | None, shift_by_source: Mapping[IPv6Network, int] | None = None) -> Engine:
+def engine_for(tts_shift: Shift, shift_by_source: Mapping[IPv6Network, Shift] | None = None) -> Engine:
     """The running command's engine (PTC_ENGINE, else native where built), decoding with this TTS shift and these
-    per-source shifts (by default the config file's); a PTC_ENGINE that names no engine is a usage error."""
+    per-source shifts (by default the config file's); a PTC_ENGINE that names no engine is a usage error.
+
+    A shift given (or `auto`) is checked against the probes (`auto`: learnt), in lines on stderr; the sources
+    still learning when the command ends get their verdict then.
+    """
+    ctx = click.get_current_context(silent=True)
     if shift_by_source is None:
-        ctx = click.get_current_context(silent=True)
         shift_by_source = ctx.meta.get(_META_SHIFTS) if ctx is not None else None
     try:
-        return make_engine(tts_shift, shift_by_source)
+        engine = watching(tts_shift, shift_by_source, _say_shift)
     except EngineError as exc:
         raise click.UsageError(str(exc)) from None
+    if isinstance(engine, ShiftWatchingEngine) and ctx is not None:
+        ctx.call_on_close(engine.close)
+    return engine
+
+
+def _say_shift(line: str) -> None:
+    click.echo(f"ptc: {line}", err=True)
 
 
 # ---------------------------------------------------------------- `ptc config check`
@@ -324,7 +358,7 @@ def render(config: Config, table: Mapping[str, Mapping[str, Setting | None]]) ->
     if config.shift_by_source:
         lines += ["", f"[{SHIFTS_TABLE}]  # the longest prefix holding the source wins, else tts_shift"]
         by_length = sorted(config.shift_by_source.items(), key=lambda entry: -entry[0].prefixlen)
-        lines += [f'"{prefix}" = {shift}' for prefix, shift in by_length]
+        lines += [f'"{prefix}" = {_toml(shift)}' for prefix, shift in by_length]
     if config.rules:
         lines += ["", "# [[rules]]: the first rule a probe matches decides; no match: pass to the main topic"]
         for rule in config.rules:

@@ -49,6 +49,14 @@ class Engine(Protocol):
         ...
 
 
+class SourceShifting(Protocol):
+    """An engine whose shift can be set per source address while it runs (`--tts-shift auto`)."""
+
+    def set_source_shifts(self, shifts: Mapping[str, int | None]) -> None:
+        """Each source address decodes with its shift from now on (None: no hop times), before any prefix."""
+        ...
+
+
 class PythonEngine:
     """The pure-Python engine: the reference decoder, frame by frame."""
 
@@ -76,6 +84,12 @@ class PythonEngine:
                 kept.append((linktype, capture_ns, data))
         return out
 
+    def set_source_shifts(self, shifts: Mapping[str, int | None]) -> None:
+        """A decoder afresh with the sources as /128 prefixes (its layouts hold their source's shift)."""
+        old = self.decoder
+        by_source = {**dict(old.prefix_shifts), **{IPv6Network(addr): shift for addr, shift in shifts.items()}}
+        self.decoder = Decoder(old.tts_shift, by_source)
+
 
 class NativeEngine:
     """The compiled engine (native/, `pt_collector._native`): a batch decoded and encoded in Rust at once.
@@ -100,6 +114,10 @@ class NativeEngine:
         if keep_frames:
             out.frames = [(linktype, *frames[i]) for i in batch.indices()]
         return out
+
+    def set_source_shifts(self, shifts: Mapping[str, int | None]) -> None:
+        for addr, shift in shifts.items():
+            self._decoder.set_source_shift(addr, shift)
 
 
 class EngineError(ValueError):
