@@ -12,7 +12,7 @@ NATIVE_SRC := native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 $(STAMP): pyproject.toml $(NATIVE_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,analyze]'
+	$(BIN)/pip install --quiet -e '.[dev,analyze,plot]'
 	@$(BIN)/python -c "import pt_collector._native" 2>/dev/null \
 		|| echo "ptc: the compiled engine was not built (no cargo on the PATH): ptc runs on the pure-Python engine" >&2
 	touch $(STAMP)

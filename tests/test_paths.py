@@ -12,9 +12,11 @@ from test_kafka_delivery import new_topic
 
 from pt_collector import Decoder
 from pt_collector.capture.pcap import PcapWriter, read_capture
+from pt_collector.cli import paths_plot
 from pt_collector.cli.main import main
+from pt_collector.cli.paths import PLOT_HINT
 from pt_collector.codec.encode import ethernet
-from pt_collector.codec.generate import generate
+from pt_collector.codec.generate import DEFAULT_START_NS, generate
 from pt_collector.codec.wire import LINKTYPE_ETHERNET
 from pt_collector.pipeline.paths import PathTable
 
@@ -100,11 +102,90 @@ def test_plot_of_each_paths_delay_over_time(capture, tmp_path):
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
 
 
+needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="no matplotlib")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures `ptc paths --plot` draws, as matplotlib objects."""
+    figures = []
+    real = paths_plot.plot
+
+    def keep(*args):
+        figures.append(real(*args))
+        return figures[-1]
+
+    monkeypatch.setattr(paths_plot, "plot", keep)
+    return figures
+
+
+def rows_of(figure) -> list[tuple[str, object, object]]:
+    """(row title, delay axes, legs axes) per path row."""
+    return [(row._suptitle.get_text(), *row.axes) for row in figure.subfigs]
+
+
+@needs_matplotlib
+def test_plot_rows_name_each_path_by_its_interfaces_with_bands_loss_and_legs(capture, tmp_path, drawn):
+    """Source 1 twice towards the same sink through other midpoints: two rows that read differently."""
+    frames = [(t, frame) for _, t, frame in read_capture(capture)]
+    frames += [(t, ethernet(p)) for t, p in generate(50, sources=1, seed=7, start_ns=DEFAULT_START_NS + 500_000)]
+    with open(capture, "wb") as stream:  # and a second path of source 1 (other interface ids), after the first
+        writer = PcapWriter(stream, LINKTYPE_ETHERNET)
+        for capture_ns, frame in frames:
+            writer.write(capture_ns, frame)
+    out = tmp_path / "paths.png"
+    result = run("paths", capture, "--tts-shift", 18, "--plot", out)
+    assert result.exit_code == 0, result.output
+    (figure,) = drawn
+    rows = rows_of(figure)
+    records = [Decoder(18).decode(f, t, link) for link, t, f in read_capture(capture)]
+    paths = {(r.src.addr, tuple(h.if_id for h in r.hops)) for r in records}
+    assert len(rows) == len(paths) == 4
+    for src, ifs in paths:
+        named = " > ".join(f"if {i}" for i in ifs)
+        assert sum(title.startswith(f"{src} > {named} > ") for title, _, _ in rows) == 1
+    assert "UTC" in figure._suptitle.get_text() and "4 paths, 645 probes from lossy.pcap" in figure._suptitle.get_text()
+    for title, delays, legs in rows:
+        assert delays.get_ylabel() == "ms" and [t.get_text() for t in legs.get_xticklabels()][-1] == "> sink"
+        assert len(legs.patches) == 6  # 5 hops: 6 legs, a bar each
+        assert type(delays.xaxis.get_major_formatter()).__name__ == "ConciseDateFormatter"
+        lossy = [t.get_text() for t in delays.texts]
+        assert lossy == (["5 lost"] if title.startswith("2001:db8:2::1 ") else []), title
+    assert len({id(delays.get_shared_x_axes().get_siblings(delays)[0]) for _, delays, _ in rows}) == 1
+
+
+@needs_matplotlib
+def test_plot_of_eight_paths_of_2500_probes_and_without_hop_times(tmp_path, drawn):
+    capture = tmp_path / "eight.pcap"
+    with open(capture, "wb") as stream:
+        writer = PcapWriter(stream, LINKTYPE_ETHERNET)
+        for capture_ns, packet in generate(20_000, sources=8):
+            writer.write(capture_ns, ethernet(packet))
+    result = run("paths", capture, "--plot", tmp_path / "eight.svg")
+    assert result.exit_code == 0, result.output
+    rows = rows_of(drawn[0])
+    assert len(rows) == 8 and all("  2,500 probes, loss 0 (0.0%)" in title for title, _, _ in rows)
+    assert all(legs.texts[0].get_text().startswith("no hop times") for _, _, legs in rows)  # no --tts-shift
+    assert (tmp_path / "eight.svg").read_text().startswith("<?xml")
+
+
+@needs_matplotlib
+@pytest.mark.parametrize("where", ["file/x.png", "/proc/ptc-paths.png"], ids=["not-a-directory", "refused"])
+def test_plot_output_that_cannot_be_written_is_one_line(capture, tmp_path, where):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / where if not where.startswith("/") else where
+    result = run("paths", capture, "--plot", out)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1].startswith(f"Error: cannot write {out}: ")
+    assert "Traceback" not in result.output
+
+
 def test_plot_without_matplotlib_is_one_line(capture, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as when it is not installed
     result = run("paths", capture, "--plot", tmp_path / "delays.png")
     assert result.exit_code == 2 and result.stdout == ""
-    assert result.stderr.splitlines()[-1] == "Error: --plot needs matplotlib: pip install 'pt-collector[plot]'"
+    assert result.stderr.splitlines()[-1] == f"Error: {PLOT_HINT}"
+    assert "pip install -e '.[plot]'" in PLOT_HINT  # what works: ptc is on no package index
     assert not (tmp_path / "delays.png").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,17 +11,15 @@ from typing import Any
 import click
 
 from ..codec.record import PathHistogram, Record
-from ..codec.tts import MAX_SHIFT
 from ..kafka.client import ConsumeStats, KafkaUnavailable, consume
-from ..ops.config import engine_for
-from ..pipeline.paths import PathStats, PathTable
+from ..ops.config import TTS_SHIFT, engine_for
+from ..pipeline.paths import PathTable
 from ..pipeline.replay import replay
 from ..pipeline.sinks import DirectSink
 from .common import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, run_async, stdout_report
 from .kafka_options import CLUSTER_PARAMS, cluster_from, cluster_options, given_on_command_line, topic_option
 
 NS_PER_MS = 1_000_000
-PLOT_LEGEND_MAX = 12  # paths named in the plot's legend
 KAFKA_PARAMS = ("topic", "from_beginning", "max_records", "timeout", *CLUSTER_PARAMS)
 
 
@@ -31,10 +30,11 @@ def ms(ns: int | None) -> str:
 
 @click.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--tts-shift", type=click.IntRange(0, MAX_SHIFT), default=None, help=TTS_SHIFT_HELP)
+@click.option("--tts-shift", type=TTS_SHIFT, default=None, help=TTS_SHIFT_HELP)
 @click.option(
     "--plot", "plot_file", metavar="OUT.png", type=click.Path(dir_okay=False, path_type=Path),
-    help="Also draw each path's end-to-end delay over time into OUT.png (needs matplotlib: the plot extra).",
+    help="Also draw a figure of the paths into OUT.png (.svg, .pdf): per path, its interface ids, the delay's "
+    "p50-p99 band over time (UTC), loss marks and the delay per hop (with --tts-shift). Needs matplotlib.",
 )  # fmt: skip
 @topic_option("read the records from, without FILES")
 @click.option("--from-beginning", is_flag=True, help="From Kafka: start at the oldest message kept.")
@@ -48,7 +48,7 @@ def ms(ns: int | None) -> str:
 def paths(
     ctx: click.Context,
     files: tuple[Path, ...],
-    tts_shift: int | None,
+    tts_shift: int | str | None,
     plot_file: Path | None,
     topic: str,
     from_beginning: bool,
@@ -67,7 +67,7 @@ def paths(
     Exit status 0; 1 when a file could not be read or the brokers reached.
     """
     if plot_file is not None:
-        _check_matplotlib()
+        _check_plot(plot_file)
     table = PathTable()
     if files:
         if given := given_on_command_line(ctx, KAFKA_PARAMS):
@@ -75,14 +75,16 @@ def paths(
         stats = run_async(replay(files, engine_for(tts_shift), _TableSink(table)))
         errors = stats.capture_errors
         source = f"{stats.probes:,} probes from {len(files)} files"
+        named = ", ".join(path.name for path in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        plotted = f"{stats.probes:,} probes from {named}"
     else:
         consumed = _from_kafka(table, topic, from_beginning, max_records, timeout, kafka)
         errors = consumed.bad
-        source = f"{consumed.records:,} records from {topic}"
+        source = plotted = f"{consumed.records:,} records from {topic}"
     with stdout_report():
         _print_table(table, source)
     if plot_file is not None:
-        _plot(table, plot_file)
+        _plot(table, plot_file, plotted)
         click.echo(f"wrote {plot_file}", err=True)
     for error in errors:
         click.echo(f"ptc: error: {error}", err=True)
@@ -142,39 +144,28 @@ def _print_table(table: PathTable, source: str) -> None:
     Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200).print(rich_table)
 
 
-def _check_matplotlib() -> None:
+PLOT_HINT = "--plot needs matplotlib: pip install matplotlib (from a clone: pip install -e '.[plot]', or make setup)"
+
+
+def _check_plot(out: Path) -> None:
+    """Before any work: matplotlib is there and `out` can be written (one line, exit 2 or 1, if not)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise click.UsageError("--plot needs matplotlib: pip install 'pt-collector[plot]'") from None
+        raise click.UsageError(PLOT_HINT) from None
+    where = out.parent if str(out.parent) else Path(".")
+    if not where.is_dir():
+        raise Failed(f"cannot write {out}: no directory {where}")
+    if not os.access(out if out.exists() else where, os.W_OK):
+        raise Failed(f"cannot write {out}: permission denied")
 
 
-def _plot(table: PathTable, out: Path) -> None:
-    """Each path's end-to-end delay (ms) over its probes' time (s from the first probe), one line each."""
-    from matplotlib.figure import Figure
+def _plot(table: PathTable, out: Path, source: str) -> None:
+    """The figure of paths_plot.plot, saved by the suffix of `out` (PNG by default)."""
+    from .paths_plot import plot
 
-    rows = [path for path in table.rows() if path.e2e_ns or path.window_p99]
-    series = {id(p): list(zip(p.times_ns, p.e2e_ns, strict=True)) or p.window_p99 for p in rows}  # p99 per window
-    start = min((min(t for t, _ in series[id(path)]) for path in rows), default=0)
-    figure = Figure(figsize=(11, 5.5), layout="constrained")
-    axes = figure.subplots()
-    for number, path in enumerate(rows):
-        seconds = [(t - start) / 1e9 for t, _ in series[id(path)]]
-        delays = [d / NS_PER_MS for _, d in series[id(path)]]
-        axes.plot(seconds, delays, marker=".", markersize=3, linewidth=0.8, label=_label(path, number))
-    axes.set_xlabel("time since the first probe (s)")
-    windows = any(path.window_p99 and not path.e2e_ns for path in rows)
-    axes.set_ylabel("end-to-end delay, p99 per window (ms)" if windows else "end-to-end delay (ms)")
-    axes.set_title(f"{len(rows)} paths")
-    if rows:
-        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure = plot(table, out, source)
     try:
-        figure.savefig(out)
-    except OSError as exc:
-        raise Failed(f"cannot write {out}: {exc.strerror}") from None
-
-
-def _label(path: PathStats, number: int) -> str | None:
-    if number >= PLOT_LEGEND_MAX:
-        return None
-    return f"{path.src} -> {path.sink or '-'} ({len(path.hop_if_ids)} hops)"
+        figure.savefig(out, dpi=110)
+    except (OSError, ValueError) as exc:
+        raise Failed(f"cannot write {out}: {getattr(exc, 'strerror', None) or exc}") from None

@@ -8,9 +8,10 @@ bytes each) for exact quantiles and the plot over time.
 
 from __future__ import annotations
 
+import itertools
 import math
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..codec.record import PathHistogram, Record
@@ -29,6 +30,9 @@ class PathStats:
     _sorted: list[int] | None = field(default=None, repr=False)
     worst_ns: dict[int, int] = field(default_factory=dict)  # path histograms: quantile (1/1000) -> worst window's
     window_p99: list[tuple[int, int]] = field(default_factory=list)  # path histograms: (window start, its p99)
+    loss_at_ns: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]  # probes after a gap
+    loss_count: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]  # how many before each
+    hop_ns: list[array] = field(default_factory=list)  # type: ignore[type-arg]  # per leg (source->1st, .., ->sink)
 
     @property
     def src(self) -> str:
@@ -56,7 +60,7 @@ class PathStats:
             return self.worst_ns.get(round(q * 1000))
         if self._sorted is None or len(self._sorted) != len(self.e2e_ns):
             self._sorted = sorted(self.e2e_ns)
-        return self._sorted[max(0, math.ceil(q * len(self._sorted)) - 1)]
+        return rank(self._sorted, q)
 
 
 class PathTable:
@@ -73,10 +77,15 @@ class PathTable:
             if path is None:
                 path = self.paths[key] = PathStats(key)
             path.probes += 1
-            path.loss += self._gaps.lost_before(record)
+            lost = self._gaps.lost_before(record)
+            if lost:
+                path.loss += lost
+                path.loss_at_ns.append(probe_time(record))
+                path.loss_count.append(lost)
             if record.e2e_ns is not None:
                 path.times_ns.append(probe_time(record))
                 path.e2e_ns.append(record.e2e_ns)
+                _add_legs(path, record)
 
     def add_histograms(self, histograms: Iterable[PathHistogram]) -> None:
         """Path histogram records (from `ptc analyze` or a histogram rule): counts and loss add up."""
@@ -94,6 +103,55 @@ class PathTable:
             if 990 in levels and levels[990] is not None:
                 path.window_p99.append((h.start_ns, levels[990]))
 
+    def span_ns(self) -> tuple[int, int] | None:
+        """The first and last probe time of any path (None: no probe with a time)."""
+        times = [t for path in self.paths.values() for t in (path.times_ns or [s for s, _ in path.window_p99])]
+        return (min(times), max(times)) if times else None
+
     def rows(self) -> list[PathStats]:
         """Busiest first, then by source and sink."""
         return sorted(self.paths.values(), key=lambda p: (-p.probes, p.src, p.sink or "", p.hop_if_ids))
+
+
+def _add_legs(path: PathStats, record: Record) -> None:
+    """Each leg's delay (source to the first midpoint, midpoint to midpoint, last midpoint to the sink), when
+    every hop has its time."""
+    times = [hop.time_ns for hop in record.hops]
+    if not times or None in times or record.sink is None:
+        return
+    marks = [record.src.time_ns, *times, record.sink.time_ns]
+    if not path.hop_ns:
+        path.hop_ns = [array("q") for _ in range(len(marks) - 1)]
+    for leg, (before, after) in zip(path.hop_ns, itertools.pairwise(marks), strict=True):
+        leg.append(after - before)
+
+
+@dataclass(frozen=True)
+class Band:
+    """The delays of one time bin: from, to (ns), how many, and their p50 and p99 (nearest rank)."""
+
+    start_ns: int
+    end_ns: int
+    count: int
+    p50_ns: int
+    p99_ns: int
+
+
+def bands(times_ns: Sequence[int], delays_ns: Sequence[int], start_ns: int, end_ns: int, bins: int) -> list[Band]:
+    """The delays binned over [start_ns, end_ns] in `bins` equal bins: the bins with probes, in time order."""
+    width = max(1, -(-(end_ns - start_ns + 1) // bins))
+    grouped: dict[int, list[int]] = {}
+    for t, d in zip(times_ns, delays_ns, strict=True):
+        grouped.setdefault((t - start_ns) // width, []).append(d)
+    out = []
+    for k in sorted(grouped):
+        values = sorted(grouped[k])
+        out.append(
+            Band(start_ns + k * width, start_ns + (k + 1) * width, len(values), rank(values, 0.5), rank(values, 0.99))
+        )
+    return out
+
+
+def rank(sorted_values: Sequence[int], q: float) -> int:
+    """The value at quantile q of sorted values (nearest rank)."""
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
