@@ -13,6 +13,10 @@ topic keyed by source, in messages of 500 records (JSON), then:
                warmed up (its start-up: to its first window results), then from producing
                the probes to the last window result committed in the output topic
   2 instances  the same with two instances in one group
+  replay       `ptc replay CAPTURE --topic T` of --count probes (the collector's rate into Kafka, bench_kafka.py)
+  in process   per-probe CPU time (time.process_time, best of 5, engines interleaved) of each engine's work on the
+               same messages: split (parse + aggregate per window) and merge (the reduce, through the state's
+               serializer), and the read-out of the closed windows
   latency      one instance fed live at --rate probes/s with the wall clock as the sources'
                clock (every 50 ms one message per source, as a collector lingering 50 ms sends),
                windows of 1 s, grace 0.2 s: for each window result, its arrival time minus the
@@ -23,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import msgspec  # noqa: E402
-from bench_kafka import broker  # noqa: E402
+from bench_kafka import broker, capture, replay_command  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
@@ -47,6 +53,12 @@ from pt_collector.codec.record import Record  # noqa: E402
 from pt_collector.codec.wire import LINKTYPE_RAW  # noqa: E402
 from pt_collector.kafka.kinds import decode_any_message  # noqa: E402
 from pt_collector.kafka.message import build_message  # noqa: E402
+
+try:
+    from pt_collector.analyze import engines
+    from pt_collector.analyze.app import state_dumps, state_loads
+except ImportError as exc:  # the analyze extra
+    raise SystemExit(f"bench_analyze: {exc} (pip install -e '.[analyze]')") from None
 
 SOURCES, BATCH, PARTITIONS = 16, 500, 4
 TICK_S = 0.05  # the latency run's producer: every 50 ms a message per source (a collector's --linger-ms 50)
@@ -126,8 +138,32 @@ def start(brokers: str, topic: str, out: str, group: str, state: Path, window: f
     )  # fmt: skip
 
 
-def analyze(brokers: str, rs: list[Record], instances: int, tmp: Path) -> tuple[float, float]:
-    """(start-up: seconds to the first results, seconds from producing `rs` to their last window result).
+def cpu_seconds(procs: list[subprocess.Popen]) -> float:
+    """User + system CPU time the processes used so far (/proc/PID/stat)."""
+    total = 0
+    for p in procs:
+        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def replay(count: int, brokers: str) -> tuple[float, float]:
+    """`ptc replay --topic` of `count` generated probes: (probes/s acknowledged, probes per CPU-second), the CPU
+    time less that of replaying 1,000 probes (the interpreter's start-up and imports)."""
+    runs = []
+    for n in (1000, count):
+        path = capture(n)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        acked, seconds = replay_command(path, brokers, new_topic(brokers), "json", "none")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        runs.append((acked, seconds, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
+    (small, _, small_cpu), (acked, seconds, cpu) = runs
+    return acked / seconds, (acked - small) / (cpu - small_cpu)
+
+
+def analyze(brokers: str, rs: list[Record], instances: int, tmp: Path) -> tuple[float, float, float]:
+    """(start-up: seconds to the first results, seconds from producing `rs` to their last window result, CPU
+    seconds the instances used meanwhile).
 
     The instances start on a new topic and first aggregate a warm-up of one probe per source (other
     sources than `rs`'s), so the group has formed before `rs` is produced.
@@ -143,10 +179,10 @@ def analyze(brokers: str, rs: list[Record], instances: int, tmp: Path) -> tuple[
         startup = time.monotonic() - begin
         time.sleep(5)  # any rebalance of a late joiner settles
         windows = len({(r.src.addr, r.src.time_ns // (20 * NS)) for r in rs})
-        begin = time.monotonic()
+        begin, cpu = time.monotonic(), cpu_seconds(procs)
         produce(brokers, topic, rs + closers(rs, 100 * NS))
         _wait(reader, windows)
-        return startup, time.monotonic() - begin
+        return startup, time.monotonic() - begin, cpu_seconds(procs) - cpu
     finally:
         reader.close()
         for p in procs:
@@ -219,6 +255,35 @@ def _arrivals(reader: Consumer, wait: float = 0.0) -> list[float]:
             got.append(now - (h.start_ns + h.interval_ns) / 1e9 - 0.2)
 
 
+def in_process(rs: list[Record], rounds: int = 5) -> dict[str, tuple[float, float, float]]:
+    """Per engine: CPU us per probe of (split, merge, read-out) over the bench's messages, best of `rounds`."""
+    messages = []
+    by_source: dict[str, list[Record]] = defaultdict(list)
+    for r in rs:
+        by_source[r.src.addr].append(r)
+    for source, batch in by_source.items():
+        messages += [(source, build_message(batch[i : i + BATCH], "json")) for i in range(0, len(batch), BATCH)]
+    aggregators = [engines.PythonAggregator()] + ([engines.NativeAggregator()] if engines._native else [])
+    best: dict[str, list[float]] = {a.name: [float("inf")] * 3 for a in aggregators}
+    for _ in range(rounds):
+        for a in aggregators:  # interleaved: the shared CPU's state is alike for both
+            t0 = time.process_time()
+            items = [(source, item) for source, m in messages for item in a.split(m.value, m.headers, source, 20)]
+            t1 = time.process_time()
+            windows: dict[tuple[str, int], object] = {}
+            for source, (latest, aggregate, _) in items:
+                key = (source, latest - latest % 20)
+                held = windows.get(key)
+                windows[key] = state_loads(state_dumps(aggregate if held is None else a.merge(held, aggregate)))
+            t2 = time.process_time()
+            for aggregate in windows.values():
+                a.read(aggregate)
+            t3 = time.process_time()
+            spent = (t1 - t0, t2 - t1, t3 - t2)
+            best[a.name] = [min(b, t * 1e6 / len(rs)) for b, t in zip(best[a.name], spent, strict=True)]
+    return {name: tuple(b) for name, b in best.items()}  # type: ignore[misc]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200_000)
@@ -233,12 +298,20 @@ def main() -> None:
         print(
             f"# ptc analyze, {platform.node()}, {datetime.date.today()}: {args.count:,} probes, {messages:,} messages"
         )
+        for name, (split, merge, read) in in_process(rs).items():
+            total = split + merge + read
+            print(f"in process, {name:6} engine: split {split:6.2f} us/probe, merge {merge:5.2f}, read-out {read:5.2f}"
+                  f" = {total:6.2f} us/probe CPU ({1e6 / total:>9,.0f} probes/s)")  # fmt: skip
+        rate, per_cpu = replay(args.count, brokers)
+        print(f"ptc replay --topic  {rate:>10,.0f} probes/s, {per_cpu:>9,.0f} probes per CPU-second "
+              "(the collector's rate)")  # fmt: skip
         elapsed = kcat(brokers, topic, messages)
         print(f"kcat           {elapsed:6.2f} s  {args.count / elapsed:>10,.0f} probes/s (reading only)")
         for n in (1, 2):
-            startup, elapsed = analyze(brokers, rs, n, Path(tmp))
+            startup, elapsed, cpu = analyze(brokers, rs, n, Path(tmp))
             print(f"{n} instance(s)  {elapsed:6.2f} s  {args.count / elapsed:>10,.0f} probes/s "
-                  f"(produce to last window result; start-up {startup:.1f} s)")  # fmt: skip
+                  f"(produce to last window result; start-up {startup:.1f} s); CPU {cpu:.2f} s: "
+                  f"{args.count / cpu:,.0f} probes per CPU-second")  # fmt: skip
         delays = sorted(latency(brokers, args.rate, args.seconds, Path(tmp)))
         if delays:
             median = statistics.median(delays)

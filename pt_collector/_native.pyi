@@ -71,3 +71,23 @@ class Decoder:
 
 def msgpack_array_header(n: int) -> bytes:
     """The msgpack array header for n elements: a msgpack message value is this + a group's bytes."""
+
+# ptc analyze's per-probe work (native/src/analyze.rs; pt_collector/analyze/engines.py): window aggregates as bytes.
+AnalyzeDelays = tuple[int, int | None, int | None, int, tuple[int, ...]]  # count, min, max, sum, quantiles
+
+def analyze_split(
+    value: bytes, fmt: Literal["json", "msgpack"], key: str, width_ms: int
+) -> list[tuple[int, bytes, int]]:
+    """One message's records (all of source `key`) per window of `width_ms`, in window order: (latest probe time ms,
+    aggregate, probes). ValueError (one line) for a bad value or a record of another source."""
+
+def analyze_merge(a: bytes, b: bytes) -> bytes:
+    """Two aggregates of one source and window in one (any order gives the same)."""
+
+def analyze_read(
+    data: bytes, levels: list[float]
+) -> tuple[
+    list[tuple[str, int, AnalyzeDelays, list[AnalyzeDelays]]], list[tuple[int, int, int, int, int, dict[str, int]]]
+]:
+    """A closed window: ([(path id, probes, e2e, [each hop])], [(session id, reference, lo, hi, probes, {path id:
+    probes})]), each delay as (count, min, max, sum, the DDSketch quantiles at `levels`)."""

@@ -10,6 +10,7 @@ ones against its relative error.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -334,7 +335,7 @@ def test_late_and_reordered_probes_and_the_path_events(kafka_broker, tmp_path):
     for args in sent:
         produce(kafka_broker, names["topic"], [_probe(base, *args)])
     port = _free_port()
-    options = {"p99-threshold-ms": "0.001", "unseen-windows": "1", "metrics-port": str(port)}
+    options = {"p99-threshold-ms": "0.001", "unseen-windows": "1", "metrics-port": str(port), "stats-interval": "0.5"}
     instance = Instance(kafka_broker, names, tmp_path / "a", **options)
     out = histograms_of(read_all(kafka_broker, names["output-topic"], lambda items: len(histograms_of(items)) >= 2))
     events = read_all(kafka_broker, names["events-topic"], lambda items: len(items) >= 6, timeout_s=30)
@@ -345,6 +346,8 @@ def test_late_and_reordered_probes_and_the_path_events(kafka_broker, tmp_path):
     assert gauges == ["2.0", "3.0"], metrics  # each path's latest window: window 1 of the new path, 0 of the old
     assert [((h.start_ns - START) // NS, h.count, h.loss) for h in out] == [(0, 3, 0), (1000, 2, 0)]
     assert "1 late probes" in log, log
+    counter_lines = [line for line in log.splitlines() if line.startswith("ptc analyze: ") and " late probes, " in line]
+    assert len(counter_lines) >= 2, log  # every --stats-interval while it ran, and the summary at the end
     said = [msgspec.json.decode(m.value()) for m in events]
     assert [(e["event"], (e["window_start_ns"] - START) // NS) for e in said] == [
         ("new_path", 0), ("threshold", 0),
@@ -352,18 +355,120 @@ def test_late_and_reordered_probes_and_the_path_events(kafka_broker, tmp_path):
     ]  # fmt: skip
 
 
-def test_a_window_of_implausible_delays_still_fits_the_state_store():
-    """Hop times decades off (a bad clock) sum beyond 64 bits; Quix Streams' state serializer (orjson) refuses those."""
-    from quixstreams.utils.json import dumps, loads
+def test_a_silent_source_s_windows_close_on_the_partition_s_clock(kafka_broker, tmp_path):
+    """--close-by partition: source A falls silent after its first window; source B (same partition) moves on, and
+    A's window is written, once and exact. With --close-by source (the default) it stays open: the control run."""
+    base_a, base_b = _fleet(4)[0], _fleet(4)[1]
+    assert base_a.src.addr != base_b.src.addr
+    silent = [_probe(base_a, ms, n) for n, ms in enumerate((100, 300, 700), start=1)]
+    talking = [_probe(base_b, ms, n) for n, ms in enumerate(range(100, 4100, 200), start=1)]
+    written = {}
+    for close_by in ("partition", "source"):
+        names = topics()
+        create_topic(kafka_broker, names["topic"], 1)  # one partition: both sources in it
+        produce(kafka_broker, names["topic"], silent + talking)
+        instance = Instance(kafka_broker, names, tmp_path / close_by, **{"close-by": close_by})
+        enough = lambda items: len(histograms_of(items)) >= 3  # noqa: E731  B's windows 0, 1 and 2 close for sure
+        out = histograms_of(read_all(kafka_broker, names["output-topic"], enough, timeout_s=90, linger_s=3))
+        log = instance.stop()
+        assert "0 late probes" in log, log
+        written[close_by] = sorted((h.src.addr, (h.start_ns - START) // NS, h.count, h.loss) for h in out)
+    a, b = base_a.src.addr, base_b.src.addr
+    b_windows = [(b, 0, 5, 0), (b, 1000, 5, 0), (b, 2000, 5, 0)]  # 3000: not closed (B's clock is at 3900)
+    assert written["partition"] == sorted([(a, 0, 3, 0), *b_windows]), written
+    assert written["source"] == sorted(b_windows), written
+
+
+def _aggregators() -> list:
+    from pt_collector.analyze import engines
+
+    found = [engines.PythonAggregator()]
+    if engines._native is not None:
+        found.append(engines.NativeAggregator())
+    return found
+
+
+ENGINES = [pytest.param(a, id=a.name) for a in _aggregators()]
+
+
+def _hop_delays(r: Record) -> list[int | None]:
+    times = [r.src.time_ns, *(h.time_ns for h in r.hops), r.sink.time_ns]
+    return [b - a if a is not None and b is not None else None for a, b in itertools.pairwise(times)]
+
+
+@pytest.mark.parametrize("aggregator", ENGINES)
+def test_each_engine_equals_the_offline_computation_in_process(aggregator):
+    """The fleets' messages split, merged in a shuffled order through the state's serializer, read out per window:
+    counts and loss exact, min/max/sum exact, quantiles of every delay (end to end and per hop) within 1 %."""
+    import random
 
     from pt_collector.analyze import windows
+    from pt_collector.analyze.app import state_dumps, state_loads
+
+    records = fleets()
+    expected = offline(records)
+    hops: dict[tuple, list[list[int]]] = defaultdict(list)
+    for r in records:
+        key = (r.src.addr, r.src.time_ns - r.src.time_ns % (WINDOW_MS * NS), _path(r))
+        for i, d in enumerate(_hop_delays(r)):
+            hops[key] += [[] for _ in range(i + 1 - len(hops[key]))]
+            if d is not None:
+                hops[key][i].append(d)
+    items: dict[tuple[str, int], list] = defaultdict(list)
+    for source in sorted({r.src.addr for r in records}):
+        mine = [r for r in records if r.src.addr == source]
+        for i in range(0, len(mine), BATCH):
+            m = build_message(mine[i : i + BATCH], "msgpack" if i % 80 else "json")
+            for latest, aggregate, _ in aggregator.split(m.value, m.headers, source, WINDOW_MS):
+                items[(source, latest - latest % WINDOW_MS)].append(state_loads(state_dumps(aggregate)))
+    got = []
+    last_seen: dict[str, dict[str, int]] = defaultdict(dict)
+    for (source, start), parts in sorted(items.items()):
+        random.Random(start).shuffle(parts)
+        aggregate = parts[0]
+        for part in parts[1:]:
+            aggregate = state_loads(state_dumps(aggregator.merge(aggregate, part)))
+        closed = aggregator.read(aggregate)
+        loss = windows.losses(closed.sessions, last_seen[source])
+        got += windows.histograms(source, start, WINDOW_MS, closed.paths, loss)
+    compare(got, expected)
+    for h in got:
+        key = (h.src.addr, h.start_ns, (h.src.addr, h.sink.addr if h.sink else None, h.hop_if_ids))
+        for hop, delays in zip(h.hop_delays, hops[key], strict=True):
+            check_quantiles(PathHistogram(**{**msgspec.structs.asdict(h), "e2e": hop}), delays)
+
+
+@pytest.mark.parametrize("aggregator", ENGINES)
+def test_a_window_of_implausible_delays_still_fits_the_state_store(aggregator):
+    """Hop times decades off (a bad clock) sum beyond 64 bits; Quix Streams' state serializer (orjson) refuses those."""
+    from pt_collector.analyze import windows
+    from pt_collector.analyze.app import state_dumps, state_loads
 
     base = _fleet(4)[0]
     far = msgspec.structs.replace(base.src, time_ns=base.src.time_ns + 10**18)  # the first hop: about -1e18 ns
-    records = [msgspec.structs.replace(base, src=far, sequence=n) for n in range(1, 11)]
-    [(_, aggregate)] = windows.aggregates(records, WINDOW_MS)
-    [h] = windows.histograms(base.src.addr, 0, WINDOW_MS, loads(dumps(windows.merge(aggregate, aggregate))), {})
-    assert h.count == 20 and h.hop_delays[0].sum_ns < -(2**63) and h.hop_delays[0].count == 20
+    m = build_message([msgspec.structs.replace(base, src=far, sequence=n) for n in range(1, 11)], "json")
+    [(_, aggregate, probes)] = aggregator.split(m.value, m.headers, base.src.addr, WINDOW_MS)
+    closed = aggregator.read(state_loads(state_dumps(aggregator.merge(aggregate, aggregate))))
+    [h] = windows.histograms(base.src.addr, 0, WINDOW_MS, closed.paths, {})
+    assert probes == 10 and h.count == 20 and h.hop_delays[0].sum_ns < -(2**63) and h.hop_delays[0].count == 20
+
+
+@pytest.mark.parametrize("aggregator", ENGINES)
+def test_a_bad_message_is_a_message_error_in_each_engine(aggregator):
+    from pt_collector.kafka.message import MessageError
+
+    base = _fleet(4)[0]
+    m = build_message([base], "json")
+    bad = [
+        (m.value, m.headers, "2001:db8::99", "records of a source other than the key"),
+        (b"{nope", m.headers, base.src.addr, "bad json"),
+        (m.value, [*m.headers[:2], ("ptc-count", b"2")], base.src.addr, "ptc-count says 2 records"),
+        (m.value, [("ptc-schema", b"9"), *m.headers[1:]], base.src.addr, "not a ptc schema 1 message"),
+        (m.value, [m.headers[0], ("ptc-format", b"xml"), m.headers[2]], base.src.addr, "unknown ptc-format"),
+    ]
+    for value, headers, key, said in bad:
+        with pytest.raises(MessageError, match=said):
+            aggregator.split(value, headers, key, WINDOW_MS)
 
 
 def test_no_broker_is_said_while_waiting_then_exit_status_1(tmp_path):
@@ -376,3 +481,77 @@ def test_no_broker_is_said_while_waiting_then_exit_status_1(tmp_path):
     assert f"ptc analyze: waiting for Kafka at 127.0.0.1:{port}" in done.stderr
     assert done.stderr.splitlines()[-1].startswith("ptc: error: KafkaUnavailable: no answer from Kafka"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------ TLS and SASL (the --security-protocol family)
+
+
+def test_the_tls_and_sasl_options_reach_the_quix_streams_clients(tmp_path):
+    from pt_collector.analyze import app
+    from pt_collector.kafka.client import Cluster, Security
+
+    security = Security("SASL_SSL", "SCRAM-SHA-512", "probe-reader", "s3cret", ssl_cafile="/ca.pem",
+                        ssl_certfile="/me.pem", ssl_keyfile="/me.key", ssl_check_hostname=False)  # fmt: skip
+    settings = app.Settings(Cluster("broker-1:9093", security), "t", "o", "e", "g", 1000, 0, str(tmp_path))
+    quix = app.application(settings)
+    wanted = {
+        "bootstrap.servers": "broker-1:9093", "security.protocol": "sasl_ssl", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "probe-reader", "sasl.password": "s3cret", "ssl.ca.location": "/ca.pem",
+        "ssl.certificate.location": "/me.pem", "ssl.key.location": "/me.key",
+        "ssl.endpoint.identification.algorithm": "none",
+    }  # fmt: skip
+    assert quix.config.broker_address.as_librdkafka_dict() == wanted
+    assert wanted.items() <= quix._consumer._consumer_config.items()  # the consumer Quix Streams made from it
+
+
+def test_sasl_without_credentials_is_a_usage_error_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "pt_collector.cli.main", "analyze", "--security-protocol=SASL_PLAINTEXT",
+         "--sasl-username=me", f"--state-dir={tmp_path}"], capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "PTC_SASL_PASSWORD"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "SASL_PLAINTEXT needs --sasl-username and --sasl-password" in done.stderr.splitlines()[-1], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_sasl_against_a_plaintext_broker_fails_in_one_line(kafka_broker, tmp_path):
+    """The real broker speaks PLAINTEXT only: a SASL client gets no answer, says so while waiting, then exits 1."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pt_collector.cli.main", "analyze", f"--brokers={kafka_broker}", "--connect-timeout=3",
+         "--security-protocol=SASL_PLAINTEXT", "--sasl-username=me", "--sasl-password=wrong",
+         f"--state-dir={tmp_path}"], capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("ptc: error: KafkaUnavailable: no answer from Kafka"), done.stderr
+    assert "Traceback" not in done.stderr and "wrong" not in done.stderr
+
+
+# ------------------------------------------------------------------ watching it
+
+
+def test_the_live_table_shows_the_counters_and_each_path_s_latest_window():
+    import io
+
+    from rich.console import Console
+
+    from pt_collector.analyze import windows
+    from pt_collector.analyze.app import Counters
+    from pt_collector.analyze.engines import PythonAggregator
+    from pt_collector.analyze.table import Watch
+
+    fleet = _fleet(1)
+    records = [r for r in fleet if r.src.addr == fleet[0].src.addr][:50]
+    m = build_message(records, "json")
+    [(_, aggregate, _)] = PythonAggregator().split(m.value, m.headers, records[0].src.addr, WINDOW_MS)
+    closed = windows.read(aggregate)
+    counters = Counters(messages=7, probes=50, late_probes=3, bad_messages=2, windows=1, histograms=1)
+    watch = Watch(counters, "ptc analyze probes (g)", live=False, interval_s=1.0)
+    watch.observe(windows.histograms(records[0].src.addr, START // NS, WINDOW_MS, closed.paths, {}))
+    out = io.StringIO()
+    Console(file=out, width=200).print(watch.table())
+    text = out.getvalue()
+    h = next(iter(watch.latest.values()))
+    row = next(line for line in text.splitlines() if records[0].src.addr in line)
+    assert f" {h.count} " in row and f"{h.e2e.quantiles_ns[2] / 1e6:,.3f}" in row, text
+    assert "2 bad" in text and "3 late" in text and "ptc analyze probes (g)" in text, text

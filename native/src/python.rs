@@ -329,5 +329,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Batch>()?;
     m.add_class::<CaptureReader>()?;
     m.add_function(wrap_pyfunction!(msgpack_array_header, m)?)?;
+    crate::analyze::python::register(m)?;
     Ok(())
 }

@@ -13,9 +13,11 @@ from ..kafka.client import KafkaUnavailable
 SAY_EVERY_S = 5.0
 
 
-def wait_for_brokers(brokers: str, timeout_s: float) -> None:
-    """Return once the cluster answers a metadata request; say so every few seconds while it does not."""
-    admin = AdminClient({"bootstrap.servers": brokers, "logger": _Quiet()})
+def wait_for_brokers(settings: dict[str, str], timeout_s: float) -> None:
+    """Return once the cluster (librdkafka `settings`, connection.py) answers a metadata request; say so every few
+    seconds while it does not."""
+    brokers = settings["bootstrap.servers"]
+    admin = AdminClient({**settings, "logger": _Quiet()})
     deadline = time.monotonic() + timeout_s
     said = 0.0
     while True:

@@ -20,7 +20,7 @@ the path that carried most of its probes in the window.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..codec.record import HISTOGRAM_SCHEMA_VERSION, DelayHistogram, PathHistogram, PathNode, Record
 from ..pipeline.path_histogram import PathKey, path_key, probe_time
@@ -34,6 +34,14 @@ PERMILLE = tuple(round(q * 1000) for q in sketch.QUANTILES)
 ACCURACY_PPM = round(sketch.RELATIVE_ACCURACY * 1_000_000)
 
 Aggregate = dict[str, Any]
+PathRead = tuple[int, DelayHistogram, tuple[DelayHistogram, ...]]  # probes, end-to-end delays, each hop's
+
+
+class Window(NamedTuple):
+    """A closed window read out (whichever engine aggregated it): its paths, and its sessions as in an Aggregate."""
+
+    paths: dict[str, PathRead]
+    sessions: dict[str, dict]
 
 
 def path_id(key: PathKey) -> str:
@@ -147,10 +155,16 @@ def session_loss(session: dict, previous_last: int | None) -> tuple[int, int]:
     return missing, last
 
 
-def losses(aggregate: Aggregate, last_seen: dict[str, int]) -> dict[str, int]:
+def read(aggregate: Aggregate) -> Window:
+    """A closed window's aggregate: per path its probes and delays (with their quantiles), and its sessions."""
+    paths = {pid: (p["n"], _delays(p["e2e"]), tuple(map(_delays, p["hops"]))) for pid, p in aggregate["paths"].items()}
+    return Window(paths, aggregate["sessions"])
+
+
+def losses(sessions: dict[str, dict], last_seen: dict[str, int]) -> dict[str, int]:
     """Loss per path id; updates `last_seen` (session id -> last sequence number) for the next window."""
     out: dict[str, int] = {}
-    for sid, session in aggregate["sessions"].items():
+    for sid, session in sessions.items():
         missing, last_seen[sid] = session_loss(session, last_seen.get(sid))
         if missing:
             pid = min(session["paths"].items(), key=lambda item: (-item[1], item[0]))[0]
@@ -158,22 +172,18 @@ def losses(aggregate: Aggregate, last_seen: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def histograms(
-    src: str, start_ms: int, width_ms: int, aggregate: Aggregate, loss: dict[str, int]
-) -> list[PathHistogram]:
-    """A closed window's aggregate as one PathHistogram per path (sorted by path id)."""
-    return [
-        _histogram(path_of(src, pid), start_ms, width_ms, aggregate["paths"][pid], loss.get(pid, 0))
-        for pid in sorted(aggregate["paths"])
-    ]
+def histograms(src: str, start_ms: int, width_ms: int, paths: dict[str, PathRead], loss: dict[str, int]) -> list:
+    """A closed window's paths (Window.paths) as one PathHistogram per path (sorted by path id)."""
+    return [_histogram(path_of(src, pid), start_ms, width_ms, paths[pid], loss.get(pid, 0)) for pid in sorted(paths)]
 
 
-def _histogram(key: PathKey, start_ms: int, width_ms: int, path: dict, loss: int) -> PathHistogram:
+def _histogram(key: PathKey, start_ms: int, width_ms: int, path: PathRead, loss: int) -> PathHistogram:
     src, sink, hop_if_ids = key
+    count, e2e, hops = path
     return PathHistogram(
         HISTOGRAM_SCHEMA_VERSION, RULE, start_ms * NS_PER_MS, width_ms * NS_PER_MS, PathNode(src),
-        PathNode(sink) if sink is not None else None, hop_if_ids, path["n"], loss, (), _delays(path["e2e"]), (),
-        tuple(map(_delays, path["hops"])), PERMILLE, ACCURACY_PPM,
+        PathNode(sink) if sink is not None else None, hop_if_ids, count, loss, (), e2e, (), hops, PERMILLE,
+        ACCURACY_PPM,
     )  # fmt: skip
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..kafka.client import DEFAULT_BROKERS
-from .kafka_options import topic_option
+from .common import kafka_usage
+from .kafka_options import cluster_from, cluster_options, topic_option
 
 DEFAULT_OUTPUT = "pt-paths"
 DEFAULT_EVENTS = "pt-path-events"
@@ -18,7 +19,6 @@ DEFAULT_GROUP = "ptc-analyze"
 
 @click.command()
 @topic_option("read the probe records from (keyed by source)")
-@click.option("--brokers", default=DEFAULT_BROKERS, show_default=True, metavar="HOST:PORT,...", help="Kafka brokers.")
 @click.option("--output-topic", default=DEFAULT_OUTPUT, show_default=True, help="Topic for the path histograms.")
 @click.option("--events-topic", default=DEFAULT_EVENTS, show_default=True, help="Topic for the path events (JSON).")
 @click.option("--group", default=DEFAULT_GROUP, show_default=True, help="Consumer group: instances share the work.")
@@ -39,6 +39,16 @@ DEFAULT_GROUP = "ptc-analyze"
     show_default=True,
     metavar="SECONDS",
     help="How long after its end (on its source's clock) a window still takes late probes.",
+)
+@click.option(
+    "--close-by",
+    type=click.Choice(("source", "partition")),
+    default="source",
+    show_default=True,
+    help="Whose clock closes a source's windows: its own probes' (a source that falls silent keeps its last window "
+    "open until it sends again), or the partition's (the latest window end of any source in the Kafka partition: "
+    "a silent source's windows close as the others' clocks move on, and a source whose clock lags the others' by "
+    "more than --grace has its probes counted late).",
 )
 @click.option(
     "--state-dir",
@@ -79,14 +89,6 @@ DEFAULT_GROUP = "ptc-analyze"
 )
 @click.option("--at-least-once", is_flag=True, help="Without Kafka transactions [default: exactly-once].")
 @click.option(
-    "--connect-timeout",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long to wait for the brokers to answer at start (said on stderr while it lasts), then exit 1.",
-)
-@click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
@@ -94,11 +96,23 @@ DEFAULT_GROUP = "ptc-analyze"
     help="Serve Prometheus /metrics on PORT: counters, each path's latest window.",
 )
 @click.option("--metrics-address", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
+@click.option(
+    "--live/--no-live",
+    "live",
+    default=None,
+    help="A live table on stderr (the counters and rates, each path's latest window), refreshed every second "
+    "[default: when stderr is a terminal].",
+)
+@click.option(
+    "--stats-interval", type=click.FloatRange(min=0.1), default=10.0, show_default=True, metavar="SECONDS",
+    help="Without the live table: a counters line on stderr every SECONDS.",
+)  # fmt: skip
+@cluster_options
 def analyze(
-    topic: str, brokers: str, output_topic: str, events_topic: str, group: str, window_s: float, grace_s: float,
+    topic: str, output_topic: str, events_topic: str, group: str, window_s: float, grace_s: float, close_by: str,
     state_dir: Path, p99_threshold_ms: float | None, loss_threshold: float | None, unseen_windows: int,
-    instance_id: str | None, at_least_once: bool, connect_timeout: float, metrics_port: int | None,
-    metrics_address: str,
+    instance_id: str | None, at_least_once: bool, metrics_port: int | None, metrics_address: str,
+    live: bool | None, stats_interval: float, **kafka: Any,
 ) -> None:  # fmt: skip
     """Per-path windows of probe count, loss and delay quantiles, across every collector, with Quix Streams.
 
@@ -115,6 +129,7 @@ def analyze(
         from ..analyze import app as quix_app
         from ..analyze.events import Thresholds
         from ..analyze.reach import wait_for_brokers
+        from ..analyze.table import Watch
     except KeyboardInterrupt:  # stopped while loading: nothing was read
         return
     except ImportError as exc:
@@ -122,7 +137,7 @@ def analyze(
                                "pip install 'pt-collector[analyze]'") from None  # fmt: skip
     window_ms, grace_ms = round(window_s * 1000), round(grace_s * 1000)
     settings = quix_app.Settings(
-        brokers,
+        cluster_from(kafka),
         topic,
         output_topic,
         events_topic,
@@ -133,25 +148,35 @@ def analyze(
         Thresholds(p99_threshold_ms, loss_threshold, unseen_windows),
         exactly_once=not at_least_once,
         instance_id=instance_id,
+        loglevel="INFO" if kafka["verbose"] else "WARNING",
+        close_by=close_by,
     )
+    with kafka_usage():
+        connection = settings.connection()
     counters = quix_app.Counters()
     if metrics_port is not None:
         _serve_metrics(counters, metrics_address, metrics_port)
     click.echo(
-        f"ptc analyze: {topic} as group {group} on {brokers}; windows of {window_ms} ms, grace {grace_ms} ms "
+        f"ptc analyze: {topic} as group {group} on {kafka['brokers']}; windows of {window_ms} ms, grace {grace_ms} ms "
         f"-> {output_topic}, {events_topic}",
         err=True,
     )
+    watch = Watch(counters, f"ptc analyze {topic} ({group})", live=sys.stderr.isatty() if live is None else live,
+                  interval_s=stats_interval)  # fmt: skip
+    counters.on_histograms.append(watch.observe)
     try:
-        wait_for_brokers(brokers, connect_timeout)
+        wait_for_brokers(connection, kafka["connect_timeout"])
+        watch.start()
         quix_app.build(settings, counters).run()
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # Quix Streams' and librdkafka's failures: one line, status 1
+        watch.stop()
         click.echo(counters.summary(), err=True)
         cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ is not None else ""
         click.echo(f"ptc: error: {type(exc).__name__}: {exc}{cause}", err=True)
         sys.exit(1)
+    watch.stop()
     click.echo(counters.summary(), err=True)
 
 
@@ -159,7 +184,7 @@ def _serve_metrics(counters, address: str, port: int) -> None:  # type: ignore[n
     from ..analyze.metrics import PathMetrics, serve
 
     metrics = PathMetrics(counters)
-    counters.on_histograms = metrics.observe
+    counters.on_histograms.append(metrics.observe)
     try:
         serve(metrics, address, port)
     except OSError as exc:
