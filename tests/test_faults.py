@@ -310,7 +310,7 @@ def test_a_message_too_large_for_the_broker(broker, veth, tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert replay.returncode == 1
-    errors = [line for line in replay.stderr.splitlines() if line.startswith("ptc: error:")]
+    errors = [line for line in replay.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "MessageSizeTooLargeError" in errors[0], replay.stderr
     assert "keep --batch-bytes 16 KiB under the broker's message.max.bytes" in errors[0]
     # small enough batches go through (the client adds up to 16 KiB of its own: see --batch-bytes)

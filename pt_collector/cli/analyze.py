@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..kafka.client import DEFAULT_BROKERS
+from .common import say_error
 from .kafka_options import topic_option
 
 DEFAULT_OUTPUT = "pt-paths"
@@ -16,9 +17,11 @@ DEFAULT_EVENTS = "pt-path-events"
 DEFAULT_GROUP = "ptc-analyze"
 
 
-@click.command()
+@click.command(short_help="Per-path windows and path events across a fleet, from a probe topic.")
 @topic_option("read the probe records from (keyed by source)")
-@click.option("--brokers", default=DEFAULT_BROKERS, show_default=True, metavar="HOST:PORT,...", help="Kafka brokers.")
+@click.option(
+    "-b", "--brokers", default=DEFAULT_BROKERS, show_default=True, metavar="HOST:PORT,...", help="Kafka brokers."
+)
 @click.option("--output-topic", default=DEFAULT_OUTPUT, show_default=True, help="Topic for the path histograms.")
 @click.option("--events-topic", default=DEFAULT_EVENTS, show_default=True, help="Topic for the path events (JSON).")
 @click.option("--group", default=DEFAULT_GROUP, show_default=True, help="Consumer group: instances share the work.")
@@ -93,7 +96,10 @@ DEFAULT_GROUP = "ptc-analyze"
     metavar="PORT",
     help="Serve Prometheus /metrics on PORT: counters, each path's latest window.",
 )
-@click.option("--metrics-address", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
+@click.option(
+    "--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDR",
+    help="Address for --metrics-port (0.0.0.0: every interface).",
+)  # fmt: skip
 def analyze(
     topic: str, brokers: str, output_topic: str, events_topic: str, group: str, window_s: float, grace_s: float,
     state_dir: Path, p99_threshold_ms: float | None, loss_threshold: float | None, unseen_windows: int,
@@ -150,7 +156,7 @@ def analyze(
     except Exception as exc:  # Quix Streams' and librdkafka's failures: one line, status 1
         click.echo(counters.summary(), err=True)
         cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ is not None else ""
-        click.echo(f"ptc: error: {type(exc).__name__}: {exc}{cause}", err=True)
+        say_error(f"{type(exc).__name__}: {exc}{cause}")
         sys.exit(1)
     click.echo(counters.summary(), err=True)
 
