@@ -180,7 +180,8 @@ def test_a_closed_standard_descriptor_does_not_crash_a_replay_into_kafka(capture
 def test_a_bad_broker_list_is_a_usage_error(capture, brokers, reason):
     result = run("replay", capture, "--brokers", brokers)
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines()[-1] == f"Error: Invalid value for '--brokers' (env var: 'PTC_BROKERS'): {reason}"
+    error = f"Error: Invalid value for '-b' / '--brokers' (env var: 'PTC_BROKERS'): {reason}"
+    assert result.stderr.splitlines()[-1] == error
 
 
 @pytest.mark.parametrize("command", [["consume"], ["collect", "--iface", "lo"]], ids=["consume", "collect"])
@@ -189,7 +190,7 @@ def test_consume_and_collect_check_the_broker_list_too(command):
     result = ptc(*command, "--brokers", "localhost:abc", timeout=30)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
-        "Error: Invalid value for '--brokers' (env var: 'PTC_BROKERS'): "
+        "Error: Invalid value for '-b' / '--brokers' (env var: 'PTC_BROKERS'): "
         "'localhost:abc': the port 'abc' is not a number 1..65535"
     )
 
