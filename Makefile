@@ -4,20 +4,22 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup deps demo test test-python-engine lint bench bench-kafka pcaps kafka-up kafka-down kafka-status clean
+.PHONY: setup deps demo man test test-python-engine lint bench bench-kafka pcaps kafka-up kafka-down kafka-status clean
 
 NATIVE_SRC := native/Cargo.toml native/Cargo.lock $(wildcard native/src/*.rs)
 
-# the editable install builds the compiled engine (pt_collector._native) when cargo is there
+# the editable install builds the compiled engine (pt_collector._native) when cargo is there;
+# everything it says goes to stderr (no echo: `make demo > out.jsonl` is JSON lines only, on a fresh clone too)
 $(STAMP): pyproject.toml $(NATIVE_SRC)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,analyze,plot]'
+	@echo "make setup: $(VENV) with ptc, its extras (plot, analyze) and the test tools" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/pip install --quiet --upgrade pip >&2
+	@$(BIN)/pip install --quiet -e '.[dev,analyze,plot]' >&2
 	@$(BIN)/python -c "import pt_collector._native" 2>/dev/null \
 		|| echo "ptc: the compiled engine was not built (no cargo on the PATH): ptc runs on the pure-Python engine" >&2
-	touch $(STAMP)
+	@touch $(STAMP)
 
-setup: $(STAMP)  ## a virtualenv with ptc and the test tools
+setup: $(STAMP)  ## a virtualenv with ptc, the plot and analyze extras, and the test tools
 
 deps:  ## what the tests need from Debian: kcat, Java and Maven (the Kafka broker), tcpdump (--bpf), iproute2 (veth)
 	@missing=""; \
@@ -34,8 +36,12 @@ deps:  ## what the tests need from Debian: kcat, Java and Maven (the Kafka broke
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-demo: setup  ## decode the bundled capture of encapsulated probes to stdout
-	$(BIN)/ptc replay pcaps/encap.pcap --tts-shift 18 --output -
+demo: setup  ## decode the bundled capture of encapsulated probes to stdout: JSON lines only (make demo > out.jsonl)
+	@$(BIN)/ptc replay pcaps/encap.pcap --tts-shift 18
+
+man: setup  ## man/ptc.1, made from the commands themselves (man ./man/ptc.1)
+	@mkdir -p man
+	$(BIN)/python -m pt_collector.cli.manpage > man/ptc.1
 
 test: deps setup lint native-check  ## every test, the real Kafka broker ones included (ptc paths --plot: plot extra; ptc analyze: analyze extra)
 	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install --quiet -e '.[plot]'

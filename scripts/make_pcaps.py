@@ -167,8 +167,8 @@ def not_pt() -> list[bytes]:
 
 def main() -> int:
     OUT.mkdir(exist_ok=True)
-    write_generated("encap.pcap", 40, seed=1)  # ptc generate pcaps/encap.pcap -n 40 --seed 1
-    write_generated("bare.pcap", 20, seed=2, encap=False)  # ptc generate pcaps/bare.pcap -n 20 --seed 2 --bare
+    write_generated("encap.pcap", 40, seed=1)  # ptc generate pcaps/encap.pcap -c 40 --seed 1
+    write_generated("bare.pcap", 20, seed=2, encap=False)  # ptc generate pcaps/bare.pcap -c 20 --seed 2 --bare
     write_pcap("mcd-0-to-14.pcap", LINKTYPE_ETHERNET, [ethernet(walked(k, k + 1)) for k in range(15)])
     write_pcap("srh-variants.pcap", LINKTYPE_ETHERNET, srh_variants())
     write_pcap("testbed-vpp.pcap", LINKTYPE_ETHERNET, testbed())

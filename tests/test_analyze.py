@@ -479,7 +479,7 @@ def test_no_broker_is_said_while_waiting_then_exit_status_1(tmp_path):
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert f"ptc analyze: waiting for Kafka at 127.0.0.1:{port}" in done.stderr
-    assert done.stderr.splitlines()[-1].startswith("ptc: error: KafkaUnavailable: no answer from Kafka"), done.stderr
+    assert done.stderr.splitlines()[-1].startswith("Error: KafkaUnavailable: no answer from Kafka"), done.stderr
     assert "Traceback" not in done.stderr
 
 

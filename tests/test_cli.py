@@ -99,8 +99,8 @@ def test_truncated_capture_exits_1_after_writing_what_it_could(pcaps, tmp_path):
     result = run("replay", str(cut), "-o", "-")
     assert result.exit_code == 1
     assert len(from_json_lines(result.stdout.encode())) == 39
-    errors = [line for line in result.stderr.splitlines() if line.startswith("ptc: error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"ptc: error: {cut}: capture cut short at byte ")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"Error: {cut}: capture cut short at byte ")
     assert "Traceback" not in result.stderr
 
 
@@ -110,7 +110,7 @@ def test_not_a_capture_is_one_line_and_exit_1(tmp_path, pcaps):
     result = run("replay", str(junk), str(pcaps / "vlan.pcap"), "-o", "-", "-q")
     assert result.exit_code == 1
     assert len(from_json_lines(result.stdout.encode())) == 2  # the good file still counts
-    assert result.stderr.strip().splitlines() == [f"ptc: error: {junk}: not a pcap or pcapng file (magic 68656c6c)"]
+    assert result.stderr.strip().splitlines() == [f"Error: {junk}: not a pcap or pcapng file (magic 68656c6c)"]
 
 
 @pytest.mark.parametrize("args", [["-o", "-", "--tts-shift", "25"], ["-o", "-", "--bogus"]])
@@ -140,8 +140,8 @@ def test_generate_then_replay(tmp_path, link):
 
 def test_generate_bare_and_seeded(tmp_path):
     a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
-    run("generate", str(a), "-n", "5", "--bare", "--seed", "7")
-    run("generate", str(b), "-n", "5", "--bare", "--seed", "7")
+    run("generate", str(a), "-c", "5", "--bare", "--seed", "7")
+    run("generate", str(b), "-c", "5", "--bare", "--seed", "7")
     assert a.read_bytes() == b.read_bytes()
     records = from_json_lines(run("replay", str(a), "-o", "-", "-q").stdout.encode())
     assert all(r.sink is None and r.e2e_ns is None for r in records)
@@ -149,7 +149,7 @@ def test_generate_bare_and_seeded(tmp_path):
 
 def test_pipe_closed_early_is_quiet(pcaps, tmp_path):
     big = tmp_path / "big.pcap"
-    run("generate", str(big), "-n", "20000")
+    run("generate", str(big), "-c", "20000")
     proc = subprocess.run(
         f"{sys.executable} -m pt_collector.cli.main replay {big} -o - | head -1",
         shell=True, capture_output=True, text=True, check=False,
@@ -165,7 +165,7 @@ def test_help_answers_questions():
 
 
 @pytest.mark.parametrize(
-    "name, args", [("encap.pcap", ["-n", "40", "--seed", "1"]), ("bare.pcap", ["-n", "20", "--seed", "2", "--bare"])]
+    "name, args", [("encap.pcap", ["-c", "40", "--seed", "1"]), ("bare.pcap", ["-c", "20", "--seed", "2", "--bare"])]
 )
 def test_bundled_generated_captures_are_what_generate_writes(pcaps, tmp_path, name, args):
     out = tmp_path / name
@@ -180,7 +180,7 @@ def test_replay_reports_progress_over_the_files_bytes(tmp_path):
     from pt_collector.pipeline.sinks import ListSink
 
     pcap = tmp_path / "p.pcap"
-    run("generate", str(pcap), "-n", "5000")
+    run("generate", str(pcap), "-c", "5000")
     seen: list[tuple[int, int, int]] = []
     sink = ListSink()
     stats = asyncio.run(

@@ -148,9 +148,9 @@ def test_config_check_without_a_file_shows_the_environment_and_defaults():
 
 
 def test_config_check_reads_the_config_option(tmp_path):
-    config = write(tmp_path, "[consume]\nmax = 7\n")
+    config = write(tmp_path, "[consume]\ncount = 7\n")
     result = run("--config", config, "config", "check")
-    assert result.exit_code == 0 and tomllib.loads(result.stdout)["consume"]["max"] == 7
+    assert result.exit_code == 0 and tomllib.loads(result.stdout)["consume"]["count"] == 7
 
 
 def test_every_option_has_its_variable():
@@ -281,9 +281,7 @@ def test_config_check_warns_when_others_can_read_the_secrets(tmp_path):
     config.chmod(0o644)
     result = run("config", "check", config)
     assert result.exit_code == 0
-    assert result.stderr == (
-        f"ptc: warning: {config} holds sasl_password and other users can read it: chmod 600 {config}\n"
-    )
+    assert result.stderr == (f"Warning: {config} holds sasl_password and other users can read it: chmod 600 {config}\n")
 
 
 def test_the_documented_example_is_valid(tmp_path):

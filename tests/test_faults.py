@@ -310,7 +310,9 @@ def test_a_message_too_large_for_the_broker(broker, veth, tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert replay.returncode == 1
-    errors = [line for line in replay.stderr.splitlines() if line.startswith("ptc: error:")]
+    news = [line for line in replay.stderr.splitlines() if line.startswith("Error: ptc replay: ")]  # as it happened
+    errors = [line for line in replay.stderr.splitlines() if line.startswith("Error:") and line not in news]
+    assert len(news) == 1 and "Kafka refused a message: MessageSizeTooLargeError" in news[0], replay.stderr
     assert len(errors) == 1 and "MessageSizeTooLargeError" in errors[0], replay.stderr
     assert "keep --batch-bytes 16 KiB under the broker's message.max.bytes" in errors[0]
     # small enough batches go through (the client adds up to 16 KiB of its own: see --batch-bytes)
@@ -380,7 +382,7 @@ def test_replay_interrupted_while_the_broker_is_away_says_what_it_lost(restarts,
     finally:
         replay.kill()
     assert replay.returncode == 1, err
-    assert "ptc: replay interrupted" in err and "Traceback" not in err, err
+    assert "Error: replay interrupted" in err and "Traceback" not in err, err
     counts = {
         label: int(re.search(rf"^{label} +([\d,]+)", err, re.MULTILINE).group(1).replace(",", ""))
         for label in ("probes decoded", "acknowledged", "dropped", "failed")

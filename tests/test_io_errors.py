@@ -85,10 +85,10 @@ def test_replay_into_dev_full_is_one_line_exit_1_and_counted(capture):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     counts = summary(result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("ptc: error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     not_written = counts["not written"]
     assert errors == [
-        f"ptc: error: cannot write /dev/full: {NO_SPACE}: replay stopped, {not_written:,} decoded records not written"
+        f"Error: cannot write /dev/full: {NO_SPACE}: replay stopped, {not_written:,} decoded records not written"
     ]
     assert counts["written"] == 0 and not_written == counts["probes decoded"] > 0
 
@@ -99,7 +99,7 @@ def test_replay_into_a_full_filesystem_keeps_whole_records_and_counts_the_rest(c
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     counts = summary(result.stderr)
-    assert f"ptc: error: cannot write {out}: {NO_SPACE}: replay stopped" in result.stderr
+    assert f"Error: cannot write {out}: {NO_SPACE}: replay stopped" in result.stderr
     written = from_json_lines(out.read_bytes())  # whole records only: the line the disk cut was taken back out
     assert len(written) == counts["written"] > 0
     assert counts["written"] + counts["not written"] == counts["probes decoded"]
@@ -111,7 +111,7 @@ def test_replay_to_stdout_on_dev_full(capture):
     result = ptc("replay", capture, "-o", "-", shell_suffix=" >/dev/full")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
-    assert f"ptc: error: cannot write stdout: {NO_SPACE}: replay stopped" in result.stderr
+    assert f"Error: cannot write stdout: {NO_SPACE}: replay stopped" in result.stderr
     assert summary(result.stderr)["written"] == 0
 
 
@@ -180,7 +180,8 @@ def test_a_closed_standard_descriptor_does_not_crash_a_replay_into_kafka(capture
 def test_a_bad_broker_list_is_a_usage_error(capture, brokers, reason):
     result = run("replay", capture, "--brokers", brokers)
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines()[-1] == f"Error: Invalid value for '--brokers' (env var: 'PTC_BROKERS'): {reason}"
+    error = f"Error: Invalid value for '-b' / '--brokers' (env var: 'PTC_BROKERS'): {reason}"
+    assert result.stderr.splitlines()[-1] == error
 
 
 @pytest.mark.parametrize("command", [["consume"], ["collect", "--iface", "lo"]], ids=["consume", "collect"])
@@ -189,7 +190,7 @@ def test_consume_and_collect_check_the_broker_list_too(command):
     result = ptc(*command, "--brokers", "localhost:abc", timeout=30)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
-        "Error: Invalid value for '--brokers' (env var: 'PTC_BROKERS'): "
+        "Error: Invalid value for '-b' / '--brokers' (env var: 'PTC_BROKERS'): "
         "'localhost:abc': the port 'abc' is not a number 1..65535"
     )
 
@@ -300,7 +301,7 @@ def test_collect_into_dev_full_stops_with_one_line_exit_1_and_the_counts(veth):
     assert "stopped:" in lines[-1] and 0 < decoded <= 300, lines[-1]
     assert (final["sent"], final["acked"], final["dropped"], final["failed"]) == (decoded, 0, 0, decoded)
     error = f"cannot write /dev/full: {NO_SPACE}: capture stopped, {decoded:,} decoded records not written"
-    assert [line for line in lines if NO_SPACE in line] == [f"ptc collect {veth.rx_iface}: {error}"]
+    assert [line for line in lines if NO_SPACE in line] == [f"Error: ptc collect {veth.rx_iface}: {error}"]
 
 
 def test_collect_workers_on_a_full_filesystem_stop_counted_without_restarts(veth, full_fs):

@@ -201,7 +201,7 @@ def test_drop_policy_counts_what_it_drops(kafka_broker, tmp_path):
     assert counts["dropped"] > 0 and counts["failed"] == 0
     assert counts["sent"] + counts["dropped"] == 5000
     assert counts["acked"] == counts["sent"]
-    assert f"ptc: error: {counts['dropped']:,} records dropped: --max-pending 200" in result.stderr
+    assert f"Error: {counts['dropped']:,} records dropped: --max-pending 200" in result.stderr
     result = run("consume", "--brokers", kafka_broker, "--topic", topic, "--from-beginning", "--timeout", 1.5, "-q")
     assert result.exit_code == 0
     consumed = result.stdout_bytes.splitlines()
@@ -228,8 +228,8 @@ def test_consume_reports_foreign_messages_and_a_short_read(kafka_broker, pcaps):
     assert len(result.stdout_bytes.splitlines()) == 4
     assert result.stderr.splitlines() == [
         "consumed 4 records from 3 messages",
-        "ptc: error: partition 0 offset 1: not a ptc schema 1 message (no ptc-schema header)",
-        "ptc: error: 4 of 10 records before --timeout",
+        "Error: partition 0 offset 1: not a ptc schema 1 message (no ptc-schema header)",
+        "Error: 4 of 10 records before --timeout",
     ]
 
 

@@ -26,14 +26,17 @@ def error_lines(result) -> list[str]:
     ("args", "error"),
     [
         (["-o", "-", "--topic", "t"], "Error: --topic: Kafka options, but --output writes a file"),
-        (["-o", "-", "--format", "msgpack", "-v"], "Error: --format, --verbose: Kafka options, but --output"),
+        (["-o", "-", "--format", "msgpack", "-v"], "Error: --format: Kafka options, but --output"),
         (["--acks", "1", "--idempotence"], "Error: --idempotence needs --acks all"),
         (["--security-protocol", "SASL_SSL"], "Error: SASL_SSL needs --sasl-username and --sasl-password"),
         (["--sasl-username", "u"], "Error: SASL credentials need --security-protocol SASL_PLAINTEXT or SASL_SSL"),
         (["--ssl-cafile", CA_BUNDLE], "Error: --ssl-* files need --security-protocol SSL or SASL_SSL"),
         (["--batch-bytes", "10"], "Error: Invalid value for '--batch-bytes'"),
         (["--when-full", "wait"], "Error: Invalid value for '--when-full'"),
-        (["--topic", "probes from lab"], "Error: Invalid value for '--topic': a Kafka topic name is 1 to 249"),
+        (
+            ["--topic", "probes from lab"],
+            "Error: Invalid value for '-t' / '--topic' (env var: 'PTC_TOPIC'): a Kafka topic name is 1 to 249",
+        ),
     ],
 )
 def test_replay_usage_errors(pcaps, args, error):
@@ -45,7 +48,7 @@ def test_replay_usage_errors(pcaps, args, error):
 
 def test_missing_codec_is_one_line(pcaps, monkeypatch):
     monkeypatch.setitem(kafka.CODECS, "zstd", lambda: False)
-    result = run("replay", pcaps / "encap.pcap", "--compression", "zstd")
+    result = run("replay", pcaps / "encap.pcap", "--compression", "zstd", "--topic", "t")
     assert result.exit_code == 2
     assert error_lines(result) == [
         "Error: --compression zstd needs the cramjam package: pip install 'pt-collector[zstd]'"

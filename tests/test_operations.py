@@ -97,7 +97,32 @@ def test_live_table_rows():
     for row in ("capture", "decode", "batch", "deliver", "worker 0", "worker 1", "total"):
         assert f"│ {row}" in text, text
     assert "201" in text  # kernel received, summed
-    assert "Kafka: broker up, 2 messages in flight, 6 sent, 160 records acknowledged" in text
+    # records, as the exit line counts them (in flight: sent, not yet acked), the messages they went in after
+    assert "Kafka: broker up; records: 20 in flight, 180 sent, 160 acked, 0 dropped, 0 failed (6 messages" in text
+    header = next(line for line in text.splitlines() if "stage" in line)
+    assert "not PT" in header and "malformed" in header
+    decode = next(line for line in text.splitlines() if "│ decode" in line)
+    assert [cell.strip() for cell in decode.split("│")[1:-1]][5:] == ["21", "0", "21"]  # drops = not PT + malformed
+    worker = next(line for line in text.splitlines() if "│ worker 1" in line)
+    assert [cell.strip() for cell in worker.split("│")[1:-1]][6:] == ["0", "11"]
+
+
+def shown(display: Display) -> str:
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(display.table())
+    return console.export_text()
+
+
+def test_live_table_says_why_the_broker_is_down():
+    board = board_with_two_workers()
+    display = Display(board, "eth9", live=False, interval_s=5, stream=io.StringIO())
+    display.say("error", "cannot reach Kafka at 127.0.0.1:1: records are kept")
+    assert "Kafka: why:" not in shown(display)  # the broker is up: an old error is not news
+    board.workers()[1].broker = BROKER_DOWN
+    assert "Kafka: broker unreachable; records:" in shown(display)
+    assert "Kafka: why: cannot reach Kafka at 127.0.0.1:1: records are kept" in shown(display)
+    display.say("info", "connected to Kafka after 3.0 s")
+    assert "Kafka: why:" not in shown(display)
 
 
 def test_broker_state_of_the_total_is_the_worst_worker():

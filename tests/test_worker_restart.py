@@ -96,7 +96,7 @@ def test_a_killed_worker_is_restarted_and_capture_goes_on(veth, tmp_path):
     line = first_line(collector, f"(pid {victim})")
     said_at = time.monotonic()
     match = re.fullmatch(
-        rf"ptc collect {veth.rx_iface}: worker (\d) \(pid {victim}\) killed by SIGKILL: restarting it in 0.5 s; "
+        rf"Error: ptc collect {veth.rx_iface}: worker (\d) \(pid {victim}\) killed by SIGKILL: restarting it in 0.5 s; "
         r"it held no records; the frames in its ring wait for its successor",  # a file sink holds nothing
         line,
     )
@@ -148,7 +148,7 @@ def test_stop_mode_exits_1_with_one_clear_line(veth, tmp_path):
     collector._reader.join(timeout=5)
     errors = [line for line in collector.lines if "worker" in line]
     assert len(errors) == 1 and re.fullmatch(
-        rf"ptc collect {veth.rx_iface}: worker \d \(pid {victim}\) killed by SIGKILL: "
+        rf"Error: ptc collect {veth.rx_iface}: worker \d \(pid {victim}\) killed by SIGKILL: "
         r"stopping the others \(--on-worker-exit stop\); it held no records",
         errors[0],
     ), collector.lines

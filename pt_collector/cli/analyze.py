@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import kafka_usage
+from .common import kafka_usage, say_error
 from .kafka_options import cluster_from, cluster_options, topic_option
 
 DEFAULT_OUTPUT = "pt-paths"
@@ -17,7 +17,7 @@ DEFAULT_EVENTS = "pt-path-events"
 DEFAULT_GROUP = "ptc-analyze"
 
 
-@click.command()
+@click.command(short_help="Per-path windows and path events across a fleet, from a probe topic.")
 @topic_option("read the probe records from (keyed by source)")
 @click.option("--output-topic", default=DEFAULT_OUTPUT, show_default=True, help="Topic for the path histograms.")
 @click.option("--events-topic", default=DEFAULT_EVENTS, show_default=True, help="Topic for the path events (JSON).")
@@ -95,7 +95,10 @@ DEFAULT_GROUP = "ptc-analyze"
     metavar="PORT",
     help="Serve Prometheus /metrics on PORT: counters, each path's latest window.",
 )
-@click.option("--metrics-address", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
+@click.option(
+    "--metrics-address", default="127.0.0.1", show_default=True, metavar="ADDR",
+    help="Address for --metrics-port (0.0.0.0: every interface).",
+)  # fmt: skip
 @click.option(
     "--live/--no-live",
     "live",
@@ -174,7 +177,7 @@ def analyze(
         watch.stop()
         click.echo(counters.summary(), err=True)
         cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ is not None else ""
-        click.echo(f"ptc: error: {type(exc).__name__}: {exc}{cause}", err=True)
+        say_error(f"{type(exc).__name__}: {exc}{cause}")
         sys.exit(1)
     watch.stop()
     click.echo(counters.summary(), err=True)

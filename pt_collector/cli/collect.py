@@ -7,10 +7,12 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import click
 
+from ..codec.wire import LINKTYPE_ETHERNET
 from ..kafka.client import KafkaUnavailable
 from ..kafka.sink import KafkaSink, Say
 from ..ops.board import StatsBoard
@@ -31,8 +33,10 @@ from ..pipeline.collect import (
 )
 from ..pipeline.engine import Engine
 from ..pipeline.functions import RuleEngine
+from ..pipeline.limit import LimitedSink
 from ..pipeline.routing import RoutedSink, file_routes, open_kafka_output
 from ..pipeline.rules import Ruleset
+from ..pipeline.save import MB, RotatingPcap, SavingSink
 from ..pipeline.shift_watch import ShiftWatchingEngine
 from ..pipeline.sinks import JsonLinesSink, OutputError, Sink
 from ..pipeline.stats import CollectStats
@@ -41,15 +45,16 @@ from .common import (
     TTS_SHIFT_HELP,
     Failed,
     check_output,
+    count_option,
     kafka_client_log,
     kafka_usage,
+    numeric_option,
     open_output,
     output_name,
     run_async,
 )
 from .kafka_options import (
-    CLUSTER_PARAMS,
-    PRODUCER_PARAMS,
+    KAFKA_ONLY_PARAMS,
     batcher_from,
     cluster_from,
     cluster_options,
@@ -65,7 +70,8 @@ REPORT_INTERVAL_S = 1.0  # workers post their counters this often: table, log li
 SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
 
 
-@click.command()
+@click.command(short_help="Capture PT probes on an interface into Kafka (or JSON lines).")
+@click.argument("expression", nargs=-1)
 @click.option("-i", "--iface", required=True, envvar="PTC_IFACE", show_envvar=True, help="Interface to capture on.")
 @click.option(
     "-o", "--output", metavar="FILE",
@@ -107,6 +113,18 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
     "or stop the others and exit 1.",
 )  # fmt: skip
 @click.option("--tts-shift", type=TTS_SHIFT, default=None, help=TTS_SHIFT_HELP)
+@count_option("Stop after N probes, as tcpdump -c does (with one worker): the records decoded past N in the last "
+              "burst are not delivered, and counted as dropped.")  # fmt: skip
+@click.option(
+    "-w", "--write", "write_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+    help="Also save the frames of the probes captured to the pcap FILE, as tcpdump -w (with one worker; "
+    "not-PT and malformed frames are counted, not saved).",
+)  # fmt: skip
+@click.option(
+    "-C", "--file-size", type=click.IntRange(min=1), metavar="MB",
+    help="With -w: once the file is larger than MB million bytes, go on in FILE1, FILE2, ... (tcpdump -C).",
+)  # fmt: skip
+@numeric_option
 @click.option(
     "--stats/--no-stats", default=None,
     help="A live table of the counters on stderr, refreshed every second [default: when stderr is a terminal].",
@@ -115,7 +133,10 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
     "--stats-interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True, metavar="SECONDS",
     help="Without the table: how often a counters line goes to stderr.",
 )  # fmt: skip
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="Without the table: counters and messages on stderr as text lines or as JSON objects, one a line.",
+)  # fmt: skip
 @click.option(
     "--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
     help="Serve Prometheus metrics on /metrics and a health check on /healthz.",
@@ -138,6 +159,7 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
 @click.pass_context
 def collect(
     ctx: click.Context,
+    expression: tuple[str, ...],
     iface: str,
     output: str | None,
     capture: str,
@@ -149,6 +171,9 @@ def collect(
     workers: int,
     on_worker_exit: str,
     tts_shift: int | str | None,
+    count: int | None,
+    write_file: Path | None,
+    file_size: int | None,
     stats: bool | None,
     stats_interval: float,
     log_format: str,
@@ -160,34 +185,46 @@ def collect(
 ) -> None:
     """Capture PT probes on an interface and send their records to Kafka.
 
-    A classic BPF filter in the kernel passes only IPv6 frames with a
-    Hop-by-Hop or Routing header (plain or VLAN-tagged). Every few seconds,
-    and on exit, a line of counters goes to stderr: kernel received and
-    dropped, frames, probes, not PT, malformed, sent, acknowledged, dropped.
+    ptc collect -i IFACE [OPTIONS] [EXPRESSION]: a trailing tcpdump filter
+    EXPRESSION (ptc collect -i eth1 ip6 and host 2001:db8::1) is the
+    kernel's filter, as --bpf EXPR would be; without either, a classic BPF
+    filter passes only IPv6 frames with a Hop-by-Hop or Routing header
+    (plain or VLAN-tagged). Records go to Kafka (--topic, --brokers), or
+    as JSON lines to --output FILE ('-': stdout).
+
+    On a terminal a live table shows each stage (capture, decode, batch,
+    deliver); otherwise every --stats-interval seconds, and on exit, a line
+    of counters goes to stderr: kernel received and dropped, frames,
+    probes, not PT, malformed, sent, acknowledged, dropped.
 
     Kafka away (at start or later) does not stop capture: records are held
     up to --max-pending (then dropped and counted) while ptc reconnects with
     backoff. The config file's [[rules]] route, sample, summarise, drop or
-    keep raw the probes per flow (docs/rules.md).
+    keep raw the probes per flow, each to its own topic.
 
-    SIGINT or SIGTERM stops capture, flushes every batch (for at most
-    --shutdown-timeout; the rest is counted as failed) and exits 0. Exit
-    status 1: the interface cannot be captured on (missing, down, no
-    CAP_NET_RAW) or went away, workers kept dying (--on-worker-exit), or
-    the --output cannot be written (a full disk: capture stops in every
-    worker, no restart; what was decoded and not written counts as failed).
+    SIGINT or SIGTERM (or -c N probes) stops capture, flushes every batch
+    (for at most --shutdown-timeout; the rest is counted as failed) and
+    exits 0. Exit status 1: the interface cannot be captured on (missing,
+    down, no CAP_NET_RAW) or went away, workers kept dying
+    (--on-worker-exit), or the --output or -w file cannot be written (a
+    full disk: capture stops in every worker, no restart; what was decoded
+    and not written counts as failed); 2 for a usage error.
     """
     from ..capture import CaptureSetupError, FilterError, compile_expression, open_packet_socket
     from ..capture.ring import interface_mtu, memory, ring_geometry_problem
 
-    if output is not None and (given := given_on_command_line(ctx, PRODUCER_PARAMS + CLUSTER_PARAMS)):
+    if output is not None and (given := given_on_command_line(ctx, KAFKA_ONLY_PARAMS)):
         raise click.UsageError(f"{', '.join(given)}: Kafka options, but --output writes a file")
     if output == "-" and workers > 1:
         raise click.UsageError("--workers writes from several processes: use --output FILE or Kafka")
+    _check_one_worker_options(workers, count, write_file, file_size)
+    if expression and bpf:
+        raise click.UsageError("a filter EXPRESSION and --bpf: give one")
+    bpf = " ".join(expression) or bpf
     try:
         program = tuple(compile_expression(bpf)) if bpf else None
     except FilterError as exc:
-        raise click.BadParameter(str(exc), param_hint="--bpf") from None
+        raise click.BadParameter(str(exc), param_hint="EXPRESSION" if expression else "--bpf") from None
     if capture == "ring":  # before asking the kernel: a ring too large for the machine brings in the OOM killer
         problem = ring_geometry_problem(
             ring_block_size, ring_blocks, rings=workers, memory=memory(), mtu=interface_mtu(iface)
@@ -211,6 +248,7 @@ def collect(
         if output is not None:
             check_output(output)  # FILE created empty: the workers append to it
         open_packet_socket(iface).close()
+        pcap = _open_pcap(write_file, file_size)
         if user:
             lookup(user)
         server = MetricsServer(board, metrics_address, metrics_port) if metrics_port is not None else None
@@ -221,13 +259,18 @@ def collect(
     try:
         with display:
             serve = server.start if server else lambda: None
-            status = _run(workers, settings, engine, opener, board, display, user, on_worker_exit, serve)
+            wrap = SinkWrap(count, pcap)
+            status = _run(workers, settings, engine, opener, board, display, user, on_worker_exit, serve, wrap)
             board.capturing = False
     finally:
         if server:
             server.stop()
+        if pcap is not None:
+            pcap.close()
     total = board.total()
     display.log("info", f"stopped: {total.line()}", event="stopped", **counter_fields(total))
+    for line in wrap.lines():
+        display.log("info", line, event="stopped")
     if status:
         raise SystemExit(EXIT_FAILED)
 
@@ -242,6 +285,7 @@ def _run(
     user: str | None,
     on_worker_exit: str = "restart",
     serve: Callable[[], object] = lambda: None,
+    wrap: SinkWrap | None = None,
 ) -> int:
     """Capture with one worker here, or several in their own processes: the exit status.
 
@@ -256,7 +300,7 @@ def _run(
             board.post(0, CollectStats.from_dict(stats.to_dict()))  # a copy: the worker goes on counting
             display.refresh()
 
-        status, stats = _one_worker(settings, engine, opener, report, display.say, user)
+        status, stats = _one_worker(settings, engine, opener, report, display.say, user, wrap=wrap)
         board.post(0, stats)
         return status
     from ..capture import CaptureSetupError
@@ -313,12 +357,13 @@ def _one_worker(
     say: Say,
     user: str | None,
     opened: Opened | None = None,
+    wrap: SinkWrap | None = None,
 ) -> tuple[int, CollectStats]:
     """Capture until stopped: (exit status, counters); errors, and the shutdown flush, are a line through `say`."""
     from ..capture import CaptureSetupError
 
     try:
-        worker = run_async(_capture(settings, engine, opener, report, user, opened))
+        worker = run_async(_capture(settings, engine, opener, report, user, opened, wrap))
     except (CaptureSetupError, KafkaUnavailable, PrivilegeError) as exc:
         say("error", str(exc))
         return EXIT_FAILED, CollectStats()
@@ -353,22 +398,85 @@ async def _capture(
     report: Callable[[CollectStats], None],
     user: str | None,
     opened: Opened | None = None,
+    wrap: SinkWrap | None = None,
 ) -> Worker:
     receiver, kernel_stats = opened if opened is not None else open_receiver(settings)
+    wrap = wrap or SinkWrap()
     try:
         receiver.check_interface()  # a receiver opened before (by the parent) may have lost its interface
         async with opener() as sink:
             if user:
                 drop_privileges(user)  # the socket and the output are open: nothing else needs root
+            workers: list[Worker] = []  # the one made below, for -c to stop
             worker = Worker(
-                receiver, engine, sink, kernel_stats=kernel_stats, delivery=_delivery(sink),
-                shutdown_timeout_s=settings.shutdown_timeout_s,
+                receiver, engine, wrap.around(sink, lambda: workers[0].stop()), kernel_stats=kernel_stats,
+                delivery=wrap.delivery(_delivery(sink)), shutdown_timeout_s=settings.shutdown_timeout_s,
             )  # fmt: skip
+            workers.append(worker)
             await run_worker(worker, report, REPORT_INTERVAL_S)
         worker.snapshot()  # after the sink closed: what it could not deliver is counted now
         return worker
     finally:
         receiver.close()
+
+
+def _check_one_worker_options(workers: int, count: int | None, write_file: Path | None, size: int | None) -> None:
+    if workers > 1 and (given := [flag for flag, v in (("-c", count), ("-w", write_file)) if v is not None]):
+        raise click.UsageError(f"{', '.join(given)}: with one worker only (--workers {workers})")
+    if size is not None and write_file is None:
+        raise click.UsageError("-C (--file-size) rotates the -w FILE: give -w FILE")
+
+
+def _open_pcap(write_file: Path | None, file_size: int | None) -> RotatingPcap | None:
+    """The -w file, created now (before --user drops root), or Failed in one line."""
+    if write_file is None:
+        return None
+    pcap = RotatingPcap(write_file, file_size * MB if file_size else None)
+    try:
+        pcap.open(LINKTYPE_ETHERNET)
+    except OSError as exc:
+        raise Failed(f"cannot write {write_file}: {exc.strerror}") from None
+    return pcap
+
+
+class SinkWrap:
+    """What -c and -w put around the worker's sink (one worker): the count that stops it, the pcap file."""
+
+    def __init__(self, count: int | None = None, pcap: RotatingPcap | None = None) -> None:
+        self.count = count
+        self.pcap = pcap
+        self.limited: LimitedSink | None = None
+
+    def around(self, sink: Sink, stop: Callable[[], None]) -> Sink:
+        if self.pcap is not None:
+            sink = SavingSink(sink, self.pcap)
+        if self.count is not None:
+            sink = self.limited = LimitedSink(sink, self.count, reached=stop)
+        return sink
+
+    def delivery(self, fill: Callable[[CollectStats], None] | None) -> Callable[[CollectStats], None] | None:
+        """The worker's delivery counters, the records decoded past -c counted as dropped."""
+        limited = self.limited
+        if fill is None or limited is None:
+            return fill
+
+        def counted(stats: CollectStats) -> None:
+            stats.dropped = 0  # a file sink's fill leaves it; a Kafka sink's sets its own
+            fill(stats)
+            stats.dropped += limited.beyond
+
+        return counted
+
+    def lines(self) -> list[str]:
+        """What they did, for the end of the run."""
+        out = []
+        if self.limited is not None and self.limited.passed >= self.limited.limit:
+            past = f" ({self.limited.beyond:,} decoded past it dropped)" if self.limited.beyond else ""
+            out.append(f"stopped after -c {self.limited.limit:,} probes{past}")
+        if self.pcap is not None:
+            more = f" (and {self.pcap.files - 1:,} files after it, -C)" if self.pcap.files > 1 else ""
+            out.append(f"saved {self.pcap.frames:,} frames to {self.pcap.path}{more}")
+        return out
 
 
 def _delivery(sink: Sink) -> Callable[[CollectStats], None] | None:

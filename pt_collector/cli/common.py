@@ -7,8 +7,8 @@ import io
 import logging
 import os
 import sys
-from collections.abc import Coroutine, Iterator
-from typing import BinaryIO, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, BinaryIO, TypeVar
 
 import click
 
@@ -17,6 +17,9 @@ from ..pipeline.sinks import OutputError
 
 EXIT_FAILED = 1
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+ERROR = "Error: "  # every error line on stderr starts so: click's own form, for usage errors too
+WARNING = "Warning: "
 
 TTS_SHIFT_HELP = (
     "TTS template shift (0..24) of the midpoints, for midpoint time reconstruction; "
@@ -32,6 +35,26 @@ class Failed(click.ClickException):
     """The command ran but could not do all of its work."""
 
     exit_code = EXIT_FAILED
+
+
+def say_error(message: str) -> None:
+    """An error line on stderr, in click's form (`Error: ...`), which every ptc error takes."""
+    click.echo(ERROR + message, err=True)
+
+
+def say_warning(message: str) -> None:
+    click.echo(WARNING + message, err=True)
+
+
+def count_option(what: str) -> Callable[[F], F]:
+    """`-c N`: how many probes or records, in every command that has it (tcpdump's and kcat's -c)."""
+    return click.option("-c", "--count", type=click.IntRange(min=1), default=None, metavar="N", help=what)
+
+
+numeric_option = click.option(
+    "-n", "--numeric", is_flag=True, expose_value=False,
+    help="Accepted for tcpdump's sake (tcpdump -n): ptc never resolves addresses to names.",
+)  # fmt: skip
 
 
 def run_async(coro: Coroutine[object, object, T]) -> T:

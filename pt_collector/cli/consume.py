@@ -19,6 +19,7 @@ from .common import (
     open_output,
     output_name,
     run_async,
+    say_error,
 )
 from .kafka_options import (
     cluster_from,
@@ -27,10 +28,13 @@ from .kafka_options import (
 )
 
 
-@click.command()
+@click.command(short_help="Read ptc records back from a Kafka topic as JSON lines (like kcat -C).")
 @topic_option("read")
 @click.option("--from-beginning", is_flag=True, help="Start at the oldest message kept [default: only new ones].")
-@click.option("-n", "--max", "max_records", type=click.IntRange(min=1), metavar="N", help="Stop after N records.")
+@click.option(
+    "-c", "--count", "--max", "max_records", type=click.IntRange(min=1), metavar="N",
+    help="Stop after N records (kcat -c).",
+)  # fmt: skip
 @click.option(
     "-o", "--output", default="-", show_default=True, metavar="FILE",
     help="Write the records as JSON lines to FILE ('-' for stdout).",
@@ -57,12 +61,12 @@ def consume(
     Every partition is read, with no consumer group: nothing is committed.
     A message that is not a ptc batch is named on stderr and skipped.
 
-    It runs until --max records, until --timeout seconds pass without a
+    It runs until --count records, until --timeout seconds pass without a
     message, or until interrupted (Ctrl-C); a summary goes to stderr.
 
     Exit status 0 when it stopped there; 1 when the brokers could not be
-    reached, a message was not a ptc batch, or it stopped before --max
-    records.
+    reached, a message was not a ptc batch, or it stopped before --count
+    records; 2 for a usage error.
     """
     with kafka_usage():
         cluster = cluster_from(kafka)
@@ -101,11 +105,11 @@ def _consume_report(
         not_written = f" ({lines.failed:,} not written)" if lines.failed else ""
         click.echo(f"consumed {stats.records:,} records from {stats.messages:,} messages{not_written}", err=True)
     for bad in stats.bad:
-        click.echo(f"ptc: error: {bad}", err=True)
+        say_error(f"{bad}")
     if lines.error:
-        click.echo(f"ptc: error: {lines.error}: consume stopped, {lines.failed:,} records not written", err=True)
+        say_error(f"{lines.error}: consume stopped, {lines.failed:,} records not written")
     short = max_records is not None and stats.records < max_records
     if short and not lines.error:
-        click.echo(f"ptc: error: {stats.records:,} of {max_records:,} records before {stopped_by}", err=True)
+        say_error(f"{stats.records:,} of {max_records:,} records before {stopped_by}")
     if short or stats.bad or lines.error:
         raise SystemExit(EXIT_FAILED)

@@ -42,9 +42,9 @@ class ShiftList(TtsShift):
         return int(parts[0]) if len(parts) == 1 else ",".join(str(int(p)) for p in parts)
 
 
-@click.command()
+@click.command(short_help="Write a pcap file of realistic PT probes.")
 @click.argument("out", type=click.Path(dir_okay=False, allow_dash=False, path_type=Path))
-@click.option("-n", "--count", type=click.IntRange(min=0), default=1000, show_default=True, help="Probes to write.")
+@click.option("-c", "--count", type=click.IntRange(min=0), default=1000, show_default=True, help="Probes to write.")
 @click.option(
     "--hops",
     type=click.IntRange(0, 64),
@@ -78,7 +78,10 @@ class ShiftList(TtsShift):
 @click.option(
     "--link", type=click.Choice(sorted(LINKS)), default="ethernet", show_default=True, help="Link layer of the capture."
 )
-@click.option("--interval-us", type=click.IntRange(min=1), default=1000, show_default=True, help="Time between probes.")
+@click.option(
+    "--interval-us", type=click.IntRange(min=1), default=1000, show_default=True, metavar="US",
+    help="Time between probes, in microseconds.",
+)  # fmt: skip
 def generate(
     out: Path,
     count: int,

@@ -55,7 +55,7 @@ def _topic_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 def topic_option(verb: str) -> Callable[[F], F]:
     return click.option(
-        "--topic", default=DEFAULT_TOPIC, show_default=True, metavar="TOPIC", callback=_topic_name,
+        "-t", "--topic", default=DEFAULT_TOPIC, show_default=True, metavar="TOPIC", callback=_topic_name,
         help=f"Kafka topic to {verb}.",
     )  # fmt: skip
 
@@ -106,6 +106,7 @@ def _brokers(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 CLUSTER_OPTIONS: list[Callable[[F], F]] = [
     click.option(
+        "-b",
         "--brokers",
         default=DEFAULT_BROKERS,
         show_default=True,
@@ -203,6 +204,7 @@ PRODUCER_OPTIONS: list[Callable[[F], F]] = [
         type=click.IntRange(min=0),
         default=100,
         show_default=True,
+        metavar="MS",
         help="Longest a record waits for its batch to fill.",
     ),
     click.option(
@@ -257,6 +259,8 @@ PRODUCER_PARAMS = (
     "topic", "fmt", "batch_size", "batch_bytes", "linger_ms", "compression", "acks", "idempotence", "max_pending",
     "when_full",
 )  # fmt: skip
+
+KAFKA_ONLY_PARAMS = tuple(name for name in PRODUCER_PARAMS + CLUSTER_PARAMS if name != "verbose")  # -v: harmless
 
 
 def cluster_from(params: Mapping[str, Any]) -> Cluster:

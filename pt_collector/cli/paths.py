@@ -16,7 +16,16 @@ from ..ops.config import TTS_SHIFT, engine_for
 from ..pipeline.paths import PathTable
 from ..pipeline.replay import replay
 from ..pipeline.sinks import DirectSink
-from .common import EXIT_FAILED, TTS_SHIFT_HELP, Failed, kafka_client_log, kafka_usage, run_async, stdout_report
+from .common import (
+    EXIT_FAILED,
+    TTS_SHIFT_HELP,
+    Failed,
+    kafka_client_log,
+    kafka_usage,
+    run_async,
+    say_error,
+    stdout_report,
+)
 from .kafka_options import CLUSTER_PARAMS, cluster_from, cluster_options, given_on_command_line, topic_option
 
 NS_PER_MS = 1_000_000
@@ -28,8 +37,12 @@ def ms(ns: int | None) -> str:
     return "-" if ns is None else f"{ns / NS_PER_MS:.3f}"
 
 
-@click.command()
+@click.command(short_help="The paths in captures or a topic: probes, loss, delay p50/p99/max.")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-r", "--read", "read_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE", help="A capture file to read, as with tcpdump -r: the same as FILES (may be repeated).",
+)  # fmt: skip
 @click.option("--tts-shift", type=TTS_SHIFT, default=None, help=TTS_SHIFT_HELP)
 @click.option(
     "--plot", "plot_file", metavar="OUT.png", type=click.Path(dir_okay=False, path_type=Path),
@@ -38,7 +51,10 @@ def ms(ns: int | None) -> str:
 )  # fmt: skip
 @topic_option("read the records from, without FILES")
 @click.option("--from-beginning", is_flag=True, help="From Kafka: start at the oldest message kept.")
-@click.option("-n", "--max", "max_records", type=click.IntRange(min=1), metavar="N", help="From Kafka: N records.")
+@click.option(
+    "-c", "--count", "--max", "max_records", type=click.IntRange(min=1), metavar="N",
+    help="From Kafka: stop after N records (kcat -c).",
+)  # fmt: skip
 @click.option(
     "--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
     help="From Kafka: stop once no message came for SECONDS [default: at --max or Ctrl-C].",
@@ -48,6 +64,7 @@ def ms(ns: int | None) -> str:
 def paths(
     ctx: click.Context,
     files: tuple[Path, ...],
+    read_files: tuple[Path, ...],
     tts_shift: int | str | None,
     plot_file: Path | None,
     topic: str,
@@ -61,11 +78,13 @@ def paths(
     A path is a source, a sink and the midpoints' interface ids in between.
     Per path: probes, loss (estimated from gaps in each session's sequence
     numbers) and the end-to-end delay's median, 99th percentile and maximum,
-    in ms. Without FILES the records come from --topic (until --max records,
-    --timeout seconds without any, or Ctrl-C).
+    in ms. Without FILES the records come from --topic (until --count
+    records, --timeout seconds without any, or Ctrl-C).
 
-    Exit status 0; 1 when a file could not be read or the brokers reached.
+    Exit status 0; 1 when a file could not be read or the brokers reached;
+    2 for a usage error.
     """
+    files = (*read_files, *files)
     if plot_file is not None:
         _check_plot(plot_file)
     table = PathTable()
@@ -87,7 +106,7 @@ def paths(
         _plot(table, plot_file, plotted)
         click.echo(f"wrote {plot_file}", err=True)
     for error in errors:
-        click.echo(f"ptc: error: {error}", err=True)
+        say_error(f"{error}")
     if files and errors:
         raise SystemExit(EXIT_FAILED)
 

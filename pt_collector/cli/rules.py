@@ -18,32 +18,28 @@ from ..pipeline.path_histogram import probe_time
 from ..pipeline.replay import replay
 from ..pipeline.rules import DEFAULT, HistogramSpec, Pass, Raw, Rule, Sample
 from ..pipeline.sinks import DirectSink
-from .common import EXIT_FAILED, TTS_SHIFT_HELP, echo_or_raise, root_group, run_async, stdout_report
+from .common import EXIT_FAILED, TTS_SHIFT_HELP, echo_or_raise, root_group, run_async, say_error, stdout_report
 from .paths import ms
 
 NS_PER_MS = 1_000_000
 
 
-@click.group("rules")
+@click.group("rules", short_help="Flow rules: test the config file's [[rules]] on captures.")
 def rules_group() -> None:
-    """Flow rules: the config file's [[rules]] (docs/rules.md)."""
+    """Flow rules: the config file's [[rules]], which decide per flow (source, sink, prefix, session) what
+    happens to the probes: pass, sample 1 in N, histogram per path and interval, drop, or raw frames, each to
+    its own topic. `ptc rules test` shows what they would do on a capture, without Kafka."""
 
 
-@rules_group.command("test")
+@rules_group.command("test", short_help="Show what each rule does with a capture's probes, without Kafka.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-    help="The config file whose [[rules]] to test [default: ptc --config, PTC_CONFIG].",
-)  # fmt: skip
 @click.option("--summary", is_flag=True, help="Only a table of what each rule did, not a line per probe.")
 @click.option(
     "--tts-shift", type=TTS_SHIFT, default=None,
     help=TTS_SHIFT_HELP + " [default: replay's, from the config file]",
 )  # fmt: skip
 @click.pass_context
-def rules_test(
-    ctx: click.Context, files: tuple[Path, ...], config_file: Path | None, summary: bool, tts_shift: int | str | None
-) -> None:
+def rules_test(ctx: click.Context, files: tuple[Path, ...], summary: bool, tts_shift: int | str | None) -> None:
     """Show which rule each probe of the capture FILES matches and what `ptc replay` would emit.
 
     One line per probe: its source, session and sequence, the rule (the
@@ -56,7 +52,7 @@ def rules_test(
     Exit status 0 when every file was read to its end, 1 when one could
     not be, 2 when the config file is not valid.
     """
-    path = config_file or ctx.find_root().params.get("config_file")
+    path = ctx.find_root().params.get("config_file")
     if path is None:
         raise click.UsageError("no rules to test: give --config FILE (or ptc --config FILE, PTC_CONFIG)")
     config, table = effective(root_group(ctx), path)
@@ -73,7 +69,7 @@ def rules_test(
         counts = f"{stats.probes:,} probes, {stats.not_pt:,} not PT, {stats.malformed_total:,} malformed"
         click.echo(f"{stats.frames:,} frames: {counts}; {len(config.rules)} rules from {path}")
     for error in stats.capture_errors:
-        click.echo(f"ptc: error: {error}", err=True)
+        say_error(error)
     if stats.capture_errors:
         raise SystemExit(EXIT_FAILED)
 

@@ -107,16 +107,36 @@ def configurable(group: click.Group) -> dict[str, click.Command]:
     return {name: cmd for name, cmd in group.commands.items() if not isinstance(cmd, click.Group)}
 
 
-def expose_environment(group: click.Group) -> None:
-    """Give every option of every command its variable, PTC_<KEY>: the same one in each command that has it.
+def commands_of(group: click.Group) -> dict[str, click.Command]:
+    """Every command under `group`, groups' subcommands too, by their path (`rules test`)."""
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found.update({f"{name} {sub}": cmd for sub, cmd in commands_of(command).items()})
+        else:
+            found[name] = command
+    return found
 
-    Not shown in --help: click would then name the variable in every error
-    about the flag too ("--topic (env var: 'PTC_TOPIC')"); `ptc --help` states the rule.
-    """
-    for command in configurable(group).values():
+
+def expose_environment(group: click.Group) -> None:
+    """Give every option of every command its variable, PTC_<KEY>, the same one in each command that has it, and
+    show it in --help ([env var: PTC_TOPIC]); click names it in an error about the option too."""
+    for command in commands_of(group).values():
         for key, option in option_keys(command).items():
             if not option.envvar:
                 option.envvar = ENV_PREFIX + key.upper()
+            option.show_envvar = True
+
+
+def add_config_help(group: click.Group, help_text: str) -> None:
+    """Every command's --help lists --config too: the group takes it from anywhere on the line, so the command
+    itself never sees it (expose_value=False)."""
+    for command in commands_of(group).values():
+        if not any("--config" in param.opts for param in command.params):
+            command.params.append(
+                click.Option(["--config"], metavar="FILE", expose_value=False, help=help_text, envvar="PTC_CONFIG",
+                             show_envvar=True)
+            )  # fmt: skip
 
 
 # ---------------------------------------------------------------- the file

@@ -43,6 +43,7 @@ class Display:
         self._next_line = time.monotonic() + interval_s
         self._repeats: dict[str, tuple[float, int]] = {}
         self._last_failed = 0
+        self._kafka_trouble = ""  # the last error from the Kafka side, shown in the table while the broker is down
         self._live = Live(console=Console(file=self.stream), refresh_per_second=2, transient=False) if live else None
 
     def __enter__(self) -> Display:
@@ -73,7 +74,7 @@ class Display:
             record = {"ts": round(time.time(), 3), "level": level, "iface": self.iface, "msg": message, **fields}
             line = json.dumps(record, separators=(",", ":"))
         else:
-            line = f"ptc collect {self.iface}: {message}"
+            line = f"{'Error: ' if level == 'error' else ''}ptc collect {self.iface}: {message}"
         if self._live:
             self._live.console.print(line, markup=False, highlight=False)
         else:
@@ -93,20 +94,23 @@ class Display:
     def say(self, level: str, message: str) -> None:
         """A line from inside the pipeline (Kafka connection news, the shutdown flush): errors rate-limited."""
         if level == "error":
+            self._kafka_trouble = message
             self.error(message)
         else:
+            self._kafka_trouble = ""
             self.log(level, message, event="pipeline")
 
     def table(self) -> Group:
         """Fastcapa-ng style: one row per stage, then one per worker, then the Kafka side."""
         total, rates = self.board.total(), self.board.rates()
         table = Table(title=f"ptc collect {self.iface}", title_justify="left", expand=False)
-        for column in ("stage", "in", "rate/s", "queued", "out", "drops"):
+        for column in ("stage", "in", "rate/s", "queued", "out", "drops", "not PT", "malformed"):
             table.add_column(column, justify="left" if column == "stage" else "right")
         for stage in stages(total):
+            why = _decode_drops(total) if stage.name == "decode" else ("", "")
             table.add_row(
                 stage.name, f"{stage.into:,}", f"{rates.get(stage.name, 0.0):,.0f}", f"{stage.queued:,}",
-                f"{stage.out:,}", f"{stage.drops:,}",
+                f"{stage.out:,}", f"{stage.drops:,}", *why,
             )  # fmt: skip
         workers = self.board.workers()
         if len(workers) > 1:
@@ -116,11 +120,12 @@ class Display:
                 table.add_row(
                     f"worker {i}{restarted}", f"{stats.kernel_received:,}", "", f"{stats.pending:,}",
                     f"{stats.acked:,}", f"{stats.kernel_dropped + stats.dropped + stats.failed + stats.lost:,}",
+                    *_decode_drops(stats),
                 )  # fmt: skip
         table.add_section()
         table.add_row(
             "total", f"{total.kernel_received:,}", "", f"{total.pending:,}", f"{total.acked:,}",
-            f"{sum(stage.drops for stage in stages(total)):,}",
+            f"{sum(stage.drops for stage in stages(total)):,}", *_decode_drops(total),
         )  # fmt: skip
         return Group(table, Text(self._kafka_line(total) + _restarts_line(total)))
 
@@ -128,10 +133,20 @@ class Display:
         if not self.board.kafka:
             return f"records written: {total.acked:,}" + (f", not written: {total.failed:,}" if total.failed else "")
         broker = BROKER_STATE.get(total.broker, "not checked yet")
-        return (
-            f"Kafka: broker {broker}, {total.in_flight:,} messages in flight, {total.messages:,} sent, "
-            f"{total.acked:,} records acknowledged, {total.kafka_errors:,} errors"
+        in_flight = max(0, total.sent - total.acked - total.failed)
+        line = (
+            f"Kafka: broker {broker}; records: {in_flight:,} in flight, {total.sent:,} sent, {total.acked:,} acked, "
+            f"{total.dropped:,} dropped, {total.failed:,} failed ({total.messages:,} messages, "
+            f"{total.kafka_errors:,} not delivered)"
         )
+        if total.broker == BROKER_DOWN and self._kafka_trouble:  # what the log lines say without the table
+            line += f"\nKafka: why: {self._kafka_trouble}"
+        return line
+
+
+def _decode_drops(stats: CollectStats) -> tuple[str, str]:
+    """The decode stage's drops by cause: not PT, malformed (their sum is its drops)."""
+    return f"{stats.not_pt:,}", f"{stats.malformed_total:,}"
 
 
 def _restarts_line(total: CollectStats) -> str:
