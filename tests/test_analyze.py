@@ -523,7 +523,7 @@ def test_sasl_against_a_plaintext_broker_fails_in_one_line(kafka_broker, tmp_pat
          f"--state-dir={tmp_path}"], capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
-    assert done.stderr.splitlines()[-1].startswith("ptc: error: KafkaUnavailable: no answer from Kafka"), done.stderr
+    assert done.stderr.splitlines()[-1].startswith("Error: KafkaUnavailable: no answer from Kafka"), done.stderr
     assert "Traceback" not in done.stderr and "wrong" not in done.stderr
 
 

@@ -229,7 +229,7 @@ def test_auto_per_prefix_in_the_config_and_a_wrong_fixed_shift_warns_once_per_so
     wrong = {addr for addr, shift in true_shifts().items() if shift != 18} - {source_addr(1), source_addr(3)}
     assert set(lines) == wrong  # one line each: once per source, though the check ran on
     for addr in wrong:
-        assert lines[addr].startswith(f"ptc: warning: --tts-shift 18 disagrees with the probes of {addr}: ")
+        assert lines[addr].startswith(f"Warning: --tts-shift 18 disagrees with the probes of {addr}: ")
     shifts = {**true_shifts(), **{a: 18 for a in wrong}, source_addr(3): 24}
     assert from_json_lines(out.read_bytes()) == expected(frames, shifts)
     check = ptc("config", "check", str(config))

@@ -338,7 +338,9 @@ def engine_for(tts_shift: Shift, shift_by_source: Mapping[IPv6Network, Shift] | 
 
 
 def _say_shift(line: str) -> None:
-    click.echo(f"ptc: {line}", err=True)
+    """A warning in the form every ptc warning takes (`Warning: ...`), what was learnt as `ptc: ...`."""
+    warning = line.removeprefix("warning: ")
+    click.echo(f"Warning: {warning}" if warning != line else f"ptc: {line}", err=True)
 
 
 # ---------------------------------------------------------------- `ptc config check`
