@@ -3,6 +3,7 @@
 //! Twin of the pure-Python engine (decode.py, tts.py, record.py, pcap.py); the tests hold them byte-equal.
 
 pub mod addr;
+pub mod block;
 pub mod core;
 pub mod pcap;
 pub mod tts;
