@@ -40,11 +40,23 @@ def traffic(count: int) -> tuple[list[bytes], list[bytes]]:
     return probes, frames
 
 
-def collect(veth, tmp_path, engine: str, frames: list[bytes], probes: int) -> tuple[dict, bytes]:
-    """`ptc collect` (ring, one worker, JSON log lines) on `engine` while `frames` are sent: (final counters, output)"""
+def collect(veth, tmp_path, engine: str, mode: str, frames: list[bytes], probes: int) -> tuple[dict, bytes]:
+    """`ptc collect --capture MODE` (one worker, JSON log lines) on `engine` while `frames` are sent:
+    (final counters, output)"""
     out = tmp_path / f"{engine}.jsonl"
     env = os.environ | {"PTC_ENGINE": engine}
-    argv = [*PTC, "collect", "--log-format", "json", "--stats-interval", "0.2", "--iface", veth.rx_iface]
+    argv = [
+        *PTC,
+        "collect",
+        "--capture",
+        mode,
+        "--log-format",
+        "json",
+        "--stats-interval",
+        "0.2",
+        "--iface",
+        veth.rx_iface,
+    ]
     collector = CollectProcess([*argv, "--output", str(out)], env=env)
     collector.wait_for(lambda line: '"event":"counters"' in line)
     veth.send(frames)
@@ -54,10 +66,12 @@ def collect(veth, tmp_path, engine: str, frames: list[bytes], probes: int) -> tu
     return final, out.read_bytes()
 
 
-def test_native_ring_blocks_deliver_the_probes_and_count_as_the_pure_engine(veth, tmp_path):
+@pytest.mark.parametrize("mode", ["ring", "socket"])
+def test_native_blocks_deliver_the_probes_and_count_as_the_pure_engine(veth, tmp_path, mode):
+    """Ring: the mapped ring's blocks decoded in place; socket: frames read into one buffer laid out as a block."""
     probes, frames = traffic(400)
-    native, native_out = collect(veth, tmp_path, "native", frames, len(probes))
-    python, python_out = collect(veth, tmp_path, "python", frames, len(probes))
+    native, native_out = collect(veth, tmp_path, "native", mode, frames, len(probes))
+    python, python_out = collect(veth, tmp_path, "python", mode, frames, len(probes))
     names = ("kernel_received", "kernel_dropped", "frames", "decoded", "not_pt", "malformed", "left_at_stop")
     assert {n: native[n] for n in names} == {n: python[n] for n in names}
     assert native["kernel_received"] == native["frames"] and native["kernel_dropped"] == 0

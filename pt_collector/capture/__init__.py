@@ -44,7 +44,8 @@ class Receiver(Protocol):
 
 @runtime_checkable
 class BlockReceiver(Protocol):
-    """A receiver whose frames can be read in place, a ring block at a time (the ring receiver)."""
+    """A receiver whose frames can be read in place, a block at a time: the ring receiver (the mapped ring's
+    blocks), the socket receiver (its frames read into one buffer laid out as a block)."""
 
     def drain_blocks(self, visit: BlockVisit, limit: int) -> int: ...
 
