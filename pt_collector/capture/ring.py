@@ -62,7 +62,7 @@ BlockVisit = Callable[[memoryview, int, int], int]
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 DEFAULT_BLOCK_COUNT = 64
-DEFAULT_BLOCK_TIMEOUT_MS = 10
+DEFAULT_BLOCK_TIMEOUT_MS = 100  # a block handed over at most 0.1 s after its first frame: fewer wakeups (benchmarks.md)
 
 # Ring geometry limits, checked before asking the kernel (ring_geometry_problem)
 MAX_BLOCK_SIZE = 1 << 30  # the kernel refuses 2 GiB blocks (EINVAL, Linux 6.18)

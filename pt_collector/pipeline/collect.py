@@ -227,7 +227,7 @@ class CaptureSettings:
     mode: str = "ring"  # "ring" (TPACKET_V3) or "socket" (recv_into drain loop)
     block_size: int = 1 << 20
     block_count: int = 64
-    block_timeout_ms: int = 10
+    block_timeout_ms: int = 100
     rcvbuf: int | None = 64 << 20
     program: tuple[tuple[int, int, int, int], ...] | None = None  # classic BPF; None: the default PT filter
     fanout_group: int | None = None
