@@ -14,21 +14,41 @@
 # (Kubernetes: allowPrivilegeEscalation: false), which makes the kernel ignore it.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The Rust toolchain of the build stage (native/Cargo.toml's rust-version or later); never in the runtime image.
+ARG RUST_IMAGE=rust:1.87-slim-bookworm
 
-# ---- build: a wheel of the repo, installed with its dependencies into /opt/venv ----
+# ---- rust: where the build stage takes its toolchain from (rustup, cargo, rustc) ----
+FROM ${RUST_IMAGE} AS rust
+
+# ---- build: a wheel of the repo with the compiled engine, installed with its dependencies into /opt/venv ----
 FROM ${PYTHON_IMAGE} AS build
 # Extras of pt-collector to install: zstd (cramjam) gives --compression snappy, lz4, zstd.
 ARG EXTRAS=zstd
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    RUSTUP_HOME=/usr/local/rustup \
+    CARGO_HOME=/usr/local/cargo \
+    PATH=/usr/local/cargo/bin:$PATH
+COPY --from=rust /usr/local/rustup /usr/local/rustup
+COPY --from=rust /usr/local/cargo /usr/local/cargo
+# a C linker for cargo (the slim image has none)
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
+COPY native ./native
 COPY pt_collector ./pt_collector
+# The same commands run outside Docker in tests/test_deploy.py (no Docker engine there): the wheel must hold
+# the compiled engine, and ptc must name it with no toolchain on the PATH.
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir "$(echo /wheels/pt_collector-*.whl)${EXTRAS:+[${EXTRAS}]}" \
- && /opt/venv/bin/ptc --version
+ && env PATH=/usr/local/bin:/usr/bin:/bin /opt/venv/bin/ptc --version > ptc-version \
+ && grep "native engine" ptc-version
 
-# ---- runtime: the venv on the same slim Python, a non-root user, only CAP_NET_RAW ----
+# ---- runtime: the venv on the same slim Python (no toolchain: the engine is in the wheel), a non-root user,
+# only CAP_NET_RAW ----
 FROM ${PYTHON_IMAGE}
 ARG USER_ID=10001
 LABEL org.opencontainers.image.title="ptc" \

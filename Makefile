@@ -113,7 +113,7 @@ fuzz: setup  ## fuzz the decoder (atheris) for FUZZ_SECONDS; a crashing input is
 		-max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -print_final_stats=1 -artifact_prefix=tests/corpus/
 
 SOAK_MINUTES ?= 10
-SOAK_RATE    ?= 5000
+SOAK_RATE    ?= 60000
 soak: setup  ## ptc collect under SOAK_RATE probes/s for SOAK_MINUTES over a veth pair (root): RSS growth verdict
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)
 
@@ -129,3 +129,12 @@ bench-layouts: setup  ## the decoder against crafted layouts (one length, varied
 
 bench-analyze: setup  ## ptc analyze: probes/s for one and two instances next to kcat, and probe-to-window latency
 	$(BIN)/python bench/bench_analyze.py
+
+.PHONY: bench-capture
+
+BENCH_CAPTURE_ARGS ?= --rates top,max --count 300000 --distinct 300000 --receivers ring,ring-blocks,ring-frames,ring-python,socket --repeat 2
+bench-capture: setup  ## live capture at the senders' top speed over a veth pair (root); tcpreplay and trafgen from Debian
+	@command -v tcpreplay >/dev/null && command -v trafgen >/dev/null || { \
+		echo "installing: tcpreplay netsniff-ng"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpreplay netsniff-ng; }
+	$(BIN)/python bench/bench_capture.py $(BENCH_CAPTURE_ARGS)

@@ -78,8 +78,21 @@ SEND_TIMEOUT_S = 300.0
 MARK_BEGIN = "<!-- bench_capture.py: measured section, rewritten by each run -->"
 MARK_END = "<!-- end of bench_capture.py section -->"
 SENDERS = {"tcpreplay": "tcpreplay", "trafgen": "netsniff-ng"}  # command: Debian package
-RECEIVERS = ("ring", "socket", "baseline", "ring-capture", "ring-decode")
+RECEIVERS = (
+    "ring", "ring-python", "ring-t10", "ring-malloc", "socket", "baseline",
+    "ring-capture", "ring-decode", "ring-frames", "ring-blocks", "socket-frames", "socket-blocks",
+)  # fmt: skip
+# environment of a receiver besides the defaults: its engine (the others: native where built); ring-malloc: glibc's
+# allocator told to keep freed memory (no trim, no mmap per block-sized allocation), a page-fault experiment
+ENV_OF = {
+    "ring-python": {"PTC_ENGINE": "python"},
+    "ring-malloc": {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(64 << 20)},
+}
+# ptc collect options of a receiver besides the defaults (ring-t10: the block timeout, default until 2026-12-03)
+OPTIONS_OF = {"ring-t10": ["--ring-timeout-ms", "10"]}
 TRAFGEN_NOISE = ("Cannot set system socket memory",)
+TOPSPEED = 0  # the rate "top": tcpreplay --topspeed
+TRAFGEN_FRAMES = 4096  # distinct frames trafgen cycles through (the rest only tcpreplay sends)
 
 
 # --- the veth pair ---------------------------------------------------------------------------------------------------
@@ -145,7 +158,7 @@ def probe_frames(distinct: int) -> list[bytes]:
     from pt_collector.codec.encode import ethernet
     from pt_collector.codec.generate import generate
 
-    return [ethernet(packet) for _, packet in generate(distinct, hops=5, segments=3, encap=True, sources=4)]
+    return [ethernet(packet) for _, packet in generate(distinct, hops=5, segments=3, encap=True, sources=256)]
 
 
 @dataclass(frozen=True)
@@ -168,8 +181,8 @@ def sender_files(frames: list[bytes]) -> SenderFiles:
             for frame in frames:
                 writer.write(0, frame)
         pcap.with_suffix(".tmp").replace(pcap)
-    if not config.exists():
-        lines = ("{ " + ", ".join(f"0x{b:02x}" for b in frame) + " }\n" for frame in frames)
+    if not config.exists():  # trafgen compiles its configuration: the first TRAFGEN_FRAMES frames, cycled
+        lines = ("{ " + ", ".join(f"0x{b:02x}" for b in frame) + " }\n" for frame in frames[:TRAFGEN_FRAMES])
         config.with_suffix(".tmp").write_text("".join(lines))
         config.with_suffix(".tmp").replace(config)
     return SenderFiles(pcap, config, len(frames))
@@ -218,11 +231,12 @@ def send(link: Link, files: SenderFiles, count: int, rate_pps: int | None) -> Se
     tcpreplay paces frame by frame (`trafgen -b` sends each second's frames in
     one burst, then sleeps); trafgen's TX ring is the faster unpaced sender.
     """
-    tool = "tcpreplay" if rate_pps else "trafgen"
+    tool = "trafgen" if rate_pps is None else "tcpreplay"
     cmd = ["ip", "netns", "exec", link.netns, "nice", "-n", str(NICE), "taskset", "-c", str(SENDER_CPU)]
-    if rate_pps:
+    if rate_pps is not None:  # TOPSPEED: tcpreplay --topspeed
         loops = str(-(-count // files.frames) + 1)
-        cmd += ["tcpreplay", "-i", link.tx, "-K", "--pps", str(rate_pps), "--limit", str(count), "--loop", loops]
+        pace = ["--topspeed"] if rate_pps == TOPSPEED else ["--pps", str(rate_pps)]
+        cmd += ["tcpreplay", "-i", link.tx, "-K", *pace, "--limit", str(count), "--loop", loops]
         cmd += [str(files.pcap)]
     else:
         cmd += ["trafgen", "-i", str(files.config), "-o", link.tx, "-P", "1", "-n", str(count), "-Q", "-C"]
@@ -276,14 +290,17 @@ def parse_line(line: str) -> Counters | None:
 
 def receiver_command(name: str, iface: str) -> list[str]:
     interval = str(STATS_INTERVAL_S)
-    if name in ("ring", "socket"):
+    if name in ("ring", "socket", "ring-python", "ring-t10", "ring-malloc"):
         ptc = shutil.which("ptc", path=str(Path(sys.executable).parent)) or "ptc"
-        return [ptc, "collect", "-i", iface, "--capture", name, "--output", os.devnull, "--stats-interval", interval]
+        mode = name.split("-")[0]
+        options = ["--capture", mode, *OPTIONS_OF.get(name, [])]
+        return [ptc, "collect", "-i", iface, *options, "--output", os.devnull, "--stats-interval", interval]
     if name == "baseline":
         return [sys.executable, str(HERE / "capture_baseline.py"), "--iface", iface, "--stats-interval", interval]
-    if name in ("ring-capture", "ring-decode"):
-        only = [sys.executable, str(Path(__file__).resolve()), "--capture-only", "ring", "--iface", iface]
-        return only + (["--decode"] if name == "ring-decode" else [])
+    if name in ("ring-capture", "ring-decode", "ring-frames", "ring-blocks", "socket-frames", "socket-blocks"):
+        mode, how = name.split("-")
+        only = [sys.executable, str(Path(__file__).resolve()), "--capture-only", mode, "--iface", iface]
+        return only + {"decode": ["--decode"], "frames": ["--native"], "blocks": ["--blocks"]}.get(how, [])
     raise ValueError(f"no receiver named {name!r}; known: {', '.join(RECEIVERS)}")
 
 
@@ -301,8 +318,10 @@ class Receiver:
 
     def __init__(self, name: str, iface: str) -> None:
         self.name = name
+        env = os.environ | ENV_OF.get(name, {})
         self.proc = subprocess.Popen(
             receiver_command(name, iface),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -499,12 +518,16 @@ def machine_busy(seconds: float = 2.0) -> float:
     return sum(cpu_busy_s(cpu) - b for cpu, b in zip(cpus, before, strict=True)) / seconds / len(cpus)
 
 
-def capture_only(mode: str, iface: str, decode: bool) -> int:
+def capture_only(mode: str, iface: str, decode: bool, how: str = "") -> int:
     """ptc's ring (or socket) receiver drained in a poll loop: frames counted, or decoded and counted.
 
     What `ptc collect` adds around this is the event loop, batching, the
-    sink (JSON lines here) and its counters.
+    sink (JSON lines here) and its counters. `how` "native": frames read out of
+    the ring and decoded by the native engine as a list (the old per-frame path),
+    "blocks": the ring's blocks decoded in place by it; either writes its JSON lines to /dev/null.
     """
+    if how:
+        return capture_native(mode, iface, how)
     from pt_collector.capture import RingReceiver, SocketReceiver, kernel_stats
     from pt_collector.codec.decode import DecodeError, Decoder
     from pt_collector.codec.wire import LINKTYPE_ETHERNET
@@ -559,6 +582,69 @@ def capture_only(mode: str, iface: str, decode: bool) -> int:
     return 0
 
 
+def capture_native(mode: str, iface: str, how: str) -> int:
+    """The native engine on ptc's ring (or socket) receiver in a poll loop: frames read out as (capture_ns, bytes)
+    and decoded as a list (the old per-frame path), or blocks decoded in place (the ring's, or the socket's frames
+    read into one buffer laid out as a block), JSON lines written to /dev/null."""
+    from pt_collector.capture import RingReceiver, SocketReceiver, kernel_stats
+    from pt_collector.codec.record import to_json_lines
+    from pt_collector.codec.wire import LINKTYPE_ETHERNET
+    from pt_collector.pipeline.engine import NativeEngine
+
+    receiver, engine = RingReceiver(iface) if mode == "ring" else SocketReceiver(iface), NativeEngine()
+    sink = open(os.devnull, "wb")  # noqa: SIM115
+    stopping = False
+    totals = {"frames": 0, "decoded": 0, "kernel_received": 0, "kernel_dropped": 0}
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    def visit(block: memoryview, at: int, count: int) -> int:
+        decoded, at = engine.decode_block(block, at, count, LINKTYPE_ETHERNET)
+        totals["frames"] += count
+        totals["decoded"] += len(decoded.records)
+        sink.write(to_json_lines(decoded.records))
+        return at
+
+    frames: list[tuple[int, bytes]] = []
+
+    def drain_all() -> None:
+        if how == "blocks":
+            while receiver.drain_blocks(visit, 4096):
+                pass
+            return
+        while receiver.drain(frames, 4096):
+            decoded = engine.decode_batch(frames, LINKTYPE_ETHERNET)
+            totals["frames"] += len(frames)
+            totals["decoded"] += len(decoded.records)
+            sink.write(to_json_lines(decoded.records))
+            frames.clear()
+
+    poller = select.poll()
+    poller.register(receiver.fileno(), select.POLLIN)
+    next_report = time.monotonic()
+    while not stopping:
+        if poller.poll(max(0.0, next_report - time.monotonic()) * 1000):
+            drain_all()
+        if time.monotonic() >= next_report:
+            received, dropped = kernel_stats(receiver.sock)
+            totals["kernel_received"] += received
+            totals["kernel_dropped"] += dropped
+            print(json.dumps(totals), file=sys.stderr, flush=True)
+            next_report += STATS_INTERVAL_S
+    drain_all()
+    received, dropped = kernel_stats(receiver.sock)
+    totals["kernel_received"] += received
+    totals["kernel_dropped"] += dropped
+    print(json.dumps(totals), file=sys.stderr, flush=True)
+    receiver.close()
+    return 0
+
+
 # --- decoding alone, for the breakdown -------------------------------------------------------------------------------
 
 
@@ -590,6 +676,26 @@ def decode_cost_us(frames: list[bytes], rounds: int = 20) -> tuple[float, float]
     return best_decode, best_both
 
 
+def native_cost_us(frames: list[bytes], rounds: int = 5) -> float | None:
+    """The native engine's decode + JSON lines in us per probe over the frames, in memory, on the receivers' CPU."""
+    from pt_collector.pipeline.engine import NATIVE, NativeEngine
+
+    if not NATIVE:
+        return None
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {RECEIVER_CPU})
+    try:
+        engine, captured, best = NativeEngine(), [(0, frame) for frame in frames], float("inf")
+        for _ in range(rounds):
+            started = time.process_time()
+            for i in range(0, len(captured), 4096):
+                engine.decode_batch(captured[i : i + 4096], 1).records.json_lines  # noqa: B018
+            best = min(best, (time.process_time() - started) / len(captured) * 1e6)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return best
+
+
 # --- the run ---------------------------------------------------------------------------------------------------------
 
 
@@ -597,6 +703,8 @@ def parse_rate(text: str) -> int | None:
     text = text.strip().lower()
     if text == "max":
         return None
+    if text == "top":
+        return TOPSPEED
     scale = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
     return int(float(text.rstrip("km")) * scale)
 
@@ -637,7 +745,7 @@ def bench(args: argparse.Namespace) -> dict:
     print(
         f"before starting, other work kept the CPUs {busy:.0%} busy" + (" (expect noisy figures)" if busy > 0.1 else "")
     )
-    decode_us, decode_json_us = decode_cost_us(frames)
+    decode_us, decode_json_us = decode_cost_us(frames[:4096])
     print(f"decoding the same frames in memory: {decode_us:.2f} us/probe, with JSON lines {decode_json_us:.2f} us")
     os.sched_setaffinity(0, {SENDER_CPU})  # this process's threads (counter polling, line readers) keep off CPU 1
     results: dict = {
@@ -650,6 +758,8 @@ def bench(args: argparse.Namespace) -> dict:
         "frame_bytes": len(frames[0]),
         "decode_us": decode_us,
         "decode_json_us": decode_json_us,
+        "native_json_us": native_cost_us(frames),
+        "count": args.count,
         "points": [],
     }
     with veth_pair() as link:
@@ -692,7 +802,13 @@ def table(results: dict) -> str:
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points_of(results):
-        offered = f"{p.offered_pps:,} pps" if p.offered_pps else "max"
+        offered = (
+            "max (trafgen)"
+            if p.offered_pps is None
+            else "top (tcpreplay)"
+            if p.offered_pps == TOPSPEED
+            else f"{p.offered_pps:,} pps"
+        )
         delivered = f"{p.probes:,}" + (" frames" if p.receiver == "ring-capture" else "")
         rows.append(
             f"| {offered} | {p.achieved_pps:,.0f} pps | {p.receiver} | {p.sent:,} | {delivered} | {p.loss:.1%} | "
@@ -708,12 +824,18 @@ def section(results: dict, plot: Path | None, report: Path) -> str:
         "",
         f'Measured {m["date"]} with `{results["command"]}`: {m["nproc"]} CPUs (`lscpu` model "{m["cpu"]}"), '
         f"kernel {m['kernel']}, Python {m['python']}, {m['sender']}. {results['distinct_frames']:,} distinct "
-        f"encapsulated probes of {results['frame_bytes']} bytes (5 MCDs, 3 segments, 4 sources), sent round robin, "
-        f"{results['seconds']:g} s worth per point"
+        f"encapsulated probes of {results['frame_bytes']} bytes (5 MCDs, 3 segments, 256 sources, every value "
+        f"differing per probe; tcpreplay sends them in turn, trafgen cycles the first {TRAFGEN_FRAMES:,}), "
+        + (f"{results['count']:,} per point" if results.get("count") else f"{results['seconds']:g} s worth per point")
         + (f", best of {results['repeat']} interleaved tries" if results.get("repeat", 1) > 1 else "")
         + ". trafgen unpaced through the veth, no receiver: "
         f"{results['sender_max_pps']:,.0f} pps. The same frames decoded in memory on the receivers' CPU: "
-        f"{results['decode_us']:.2f} us per probe, {results['decode_json_us']:.2f} us with JSON lines.",
+        f"{results['decode_us']:.2f} us per probe, {results['decode_json_us']:.2f} us with JSON lines (pure engine)"
+        + (
+            f", {results['native_json_us']:.2f} us (native engine, decode_frames, JSON lines)."
+            if results.get("native_json_us")
+            else "."
+        ),
         "",
         table(results),
     ]
@@ -803,9 +925,13 @@ def main() -> int:
     parser.add_argument("--capture-only", choices=["ring", "socket"], help=argparse.SUPPRESS)
     parser.add_argument("--iface", help=argparse.SUPPRESS)
     parser.add_argument("--decode", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--native", dest="how", action="store_const", const="native", default="", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--blocks", dest="how", action="store_const", const="blocks", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.capture_only:
-        return capture_only(args.capture_only, args.iface, args.decode)
+        return capture_only(args.capture_only, args.iface, args.decode, args.how)
     args.rates = [r for r in args.rates.split(",") if r.strip()]
     args.receivers = [r.strip() for r in args.receivers.split(",") if r.strip()]
     for name in args.receivers:

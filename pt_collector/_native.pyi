@@ -68,6 +68,11 @@ class Decoder:
         released). Stops after `max_frames` frames or at the last whole record. Returns (batch, bytes consumed,
         error): the error is pcap.CaptureError's message without the file name (the batch holds the frames
         before the damage); with `last`, bytes left over that make no whole record are such an error."""
+    def decode_block(self, block: Buffer, at: int, count: int, linktype: int = 1) -> tuple[Batch, int]:
+        """`count` frames of a TPACKET_V3 block read in place (`block`, e.g. a memoryview of the mapped ring; the
+        GIL is released), from the frame header at offset `at` in it. Returns (batch, offset of the next frame
+        header). A frame that its headers place (partly) outside the block is not read but counted as malformed
+        (`ring: frame outside its block`), and so is every frame after a header that is outside."""
 
 def msgpack_array_header(n: int) -> bytes:
     """The msgpack array header for n elements: a msgpack message value is this + a group's bytes."""

@@ -181,10 +181,9 @@ def test_dockerfile_passes_hadolint():
 def test_dockerfile_is_a_slim_non_root_image_running_ptc_collect():
     instructions = dockerfile()
     bases = [args for keyword, args in instructions if keyword == "FROM"]
-    assert len(bases) == 2 and bases[0].endswith(" AS build"), bases  # build stage, then runtime
+    assert bases == ["${RUST_IMAGE} AS rust", "${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE}"], bases
     base_arg = next(args for keyword, args in instructions if keyword == "ARG" and args.startswith("PYTHON_IMAGE="))
     assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11-slim(-\w+)?", base_arg), base_arg
-    assert bases[1] == "${PYTHON_IMAGE}" and bases[0].startswith("${PYTHON_IMAGE} ")  # both on the same Python
 
     runtime = final_stage()
     assert ("COPY", "--from=build /opt/venv /opt/venv") in runtime  # the venv only, no sources
@@ -201,11 +200,76 @@ def test_dockerfile_is_a_slim_non_root_image_running_ptc_collect():
 
     lines = DOCKERFILE.with_name(".dockerignore").read_text().splitlines()
     patterns = [line.strip().rstrip("/") for line in lines if line.strip() and not line.startswith("#")]
+    assert "native/target" in patterns  # cargo's build directory of the host stays out
+    patterns = [line.strip().rstrip("/") for line in lines if line.strip() and not line.startswith("#")]
     assert patterns[0] == "*"  # an allow-list: only what the build stage copies goes into the context
     for keyword, args in dockerfile():
         if keyword == "COPY" and not args.startswith("--from"):
             for source in args.split()[:-1]:
                 assert f"!{source.rstrip('/')}" in patterns, source
+
+
+def stage(name: str) -> list[tuple[str, str]]:
+    """The instructions of the stage `FROM ... AS name`, its FROM first."""
+    instructions = dockerfile()
+    starts = [i for i, (kw, _) in enumerate(instructions) if kw == "FROM"] + [len(instructions)]
+    for start, end in itertools.pairwise(starts):
+        if instructions[start][1].endswith(f" AS {name}"):
+            return instructions[start:end]
+    raise AssertionError(f"no stage {name} in the Dockerfile")
+
+
+TOOLCHAIN = re.compile(r"\b(cargo|rustc|rustup|RUST_IMAGE|gcc|setuptools-rust|maturin)\b")
+
+
+def test_the_engine_is_built_in_the_build_stage_and_the_runtime_image_has_no_toolchain():
+    build = stage("build")
+    assert ("COPY", "--from=rust /usr/local/cargo /usr/local/cargo") in build
+    assert ("COPY", "native ./native") in build  # the crate is in the build context
+    (wheel,) = [args for kw, args in build if kw == "RUN" and "pip wheel" in args]
+    assert 'grep "native engine"' in wheel and "env PATH=/usr/local/bin:/usr/bin:/bin" in wheel  # no cargo there
+    runtime = final_stage()
+    assert [args for kw, args in runtime if kw == "COPY"] == ["--from=build /opt/venv /opt/venv"]
+    assert not [(kw, args) for kw, args in runtime if TOOLCHAIN.search(args)]  # no toolchain, not even named
+
+
+def test_the_build_stage_commands_make_a_wheel_whose_ptc_runs_the_native_engine_without_a_toolchain(tmp_path):
+    """No Docker engine here: the build stage's COPYs and its wheel RUN, run as they are, into a scratch /src,
+    /wheels and /opt/venv; cargo only where the stage has it, and `ptc --version` with no toolchain on the PATH."""
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        pytest.skip("no cargo on the PATH: the build stage's toolchain")
+    src, wheels, venv = tmp_path / "src", tmp_path / "wheels", tmp_path / "venv"
+    src.mkdir()
+    ignored = shutil.ignore_patterns("target", "__pycache__", "*.pyc", "*.so")
+    for kw, args in stage("build"):
+        if kw == "COPY" and not args.startswith("--from"):
+            *sources, dest = args.split()
+            for source in sources:
+                to = src / dest / (source if dest.endswith("/") else "")
+                if (ROOT / source).is_dir():
+                    shutil.copytree(ROOT / source, to, ignore=ignored)
+                else:
+                    shutil.copy(ROOT / source, to)
+    (wheel,) = [args for kw, args in stage("build") if kw == "RUN" and "pip wheel" in args]
+    command = wheel.replace("/wheels", str(wheels)).replace("/opt/venv", str(venv))
+    python = tmp_path / "bin"
+    python.mkdir()
+    (python / "python").symlink_to(sys._base_executable)  # the image's python: the base interpreter
+    path = f"{python}:{Path(cargo).parent}:/usr/local/bin:/usr/bin:/bin"
+    (extras,) = [args.partition("=")[2] for kw, args in stage("build") if kw == "ARG" and args.startswith("EXTRAS=")]
+    toolchain = {"RUSTUP_HOME": str(Path.home() / ".rustup"), "CARGO_HOME": str(Path.home() / ".cargo")}  # its ENV
+    env = {"PATH": path, "HOME": str(tmp_path), "EXTRAS": extras, "CARGO_TARGET_DIR": str(ROOT / "build" / "stage")}
+    env |= {name: os.environ.get(name, default) for name, default in toolchain.items()}
+    done = subprocess.run(["sh", "-c", command], cwd=src, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+    assert "native engine" in done.stdout  # the RUN's own check: grep printed ptc --version's line
+    (built,) = wheels.glob("pt_collector-*.whl")
+    assert "abi3" in built.name
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    version = subprocess.run([venv / "bin" / "ptc", "--version"], env=bare, capture_output=True, text=True, timeout=60)
+    assert version.stdout.strip().endswith("native engine"), version.stdout + version.stderr
+    assert not list(venv.rglob("cargo")) and shutil.which("cargo", path=bare["PATH"]) is None
 
 
 # ---------------------------------------------------------------- configuration names

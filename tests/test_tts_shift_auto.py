@@ -25,6 +25,7 @@ from pt_collector.codec.shift_infer import CHECK_EVERY, Evidence, ShiftWatch, ea
 from pt_collector.codec.tts import midpoint_times
 from pt_collector.codec.wire import LINKTYPE_ETHERNET, NS_PER_S
 from pt_collector.pipeline import shift_watch
+from pt_collector.pipeline.engine import NATIVE, BlockEngine
 from pt_collector.pipeline.shift_watch import ShiftWatchingEngine
 
 PTC = [sys.executable, "-m", "pt_collector.cli.main"]
@@ -195,13 +196,24 @@ def test_the_engine_learns_mid_stream_and_the_check_samples(engine, monkeypatch,
     assert out[-4096:] == expected(later, {source_addr(1): 20, source_addr(2): 20})[-4096:]
 
 
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_the_watch_keeps_ring_blocks_decoded_in_place_where_the_engine_can(engine, monkeypatch):
+    """Around the native engine, collect's ring blocks still go to decode_block (no frame objects); around the pure
+    engine there is no block path to offer."""
+    monkeypatch.setenv("PTC_ENGINE", engine)
+    if engine == "native" and not NATIVE:
+        pytest.skip("the native engine is not built here")
+    watched = ShiftWatchingEngine("auto", {}, lambda line: None)
+    assert isinstance(watched, BlockEngine) == (engine == "native")
+
+
 # ---------------------------------------------------------------- through the command line
 
 
 @pytest.mark.parametrize("engine", ["native", "python"])
 def test_replay_auto_learns_each_source_of_a_mixed_fleet(tmp_path, engine):
     pcap, out = tmp_path / "fleet.pcap", tmp_path / "out.jsonl"
-    made = ptc("generate", str(pcap), "-n", "4000", "--sources", str(SOURCES), "--tts-shift", "16,18,20,24")
+    made = ptc("generate", str(pcap), "-c", "4000", "--sources", str(SOURCES), "--tts-shift", "16,18,20,24")
     assert made.returncode == 0, made.stderr
     done = ptc("replay", str(pcap), "-o", str(out), "--tts-shift", "auto", "-q", env={"PTC_ENGINE": engine})
     assert done.returncode == 0, done.stderr
@@ -238,7 +250,7 @@ def test_auto_per_prefix_in_the_config_and_a_wrong_fixed_shift_warns_once_per_so
 
 def test_replay_cannot_decide_says_so_and_leaves_times_null(tmp_path):
     pcap, out = tmp_path / "aligned.pcap", tmp_path / "out.jsonl"
-    made = ptc("generate", str(pcap), "-n", "200", "--sources", "2", "--hops", "2", "--tts-shift", "24",
+    made = ptc("generate", str(pcap), "-c", "200", "--sources", "2", "--hops", "2", "--tts-shift", "24",
                "--interval-us", "1000000")  # fmt: skip
     assert made.returncode == 0, made.stderr
     done = ptc("replay", str(pcap), "-o", str(out), "--tts-shift", "auto", "-q")

@@ -452,12 +452,12 @@ pub fn array_header(out: &mut Vec<u8>, n: usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The first testbed probe of pt-wire-format.md section 5, encapsulated as the sink sends it
     /// (outer IPv6 + SRH with no segments and the sink's PT TLV, then the probe).
-    fn encapsulated_testbed_probe() -> Vec<u8> {
+    pub(crate) fn encapsulated_testbed_probe() -> Vec<u8> {
         let src_t64: u64 = 7049743939458283446;
         let sink_t64: u64 = 7049743940258383836;
         let mut inner = vec![0x60, 0x12, 0x34, 0x56, 0, 0, 0, 63];

@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod analyze;
+pub mod block;
 pub mod core;
 pub mod pcap;
 pub mod source_shift;

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::addr::MAPPED_DOTTED;
+use crate::block::decode_block;
 use crate::core::{array_header, Core, Format, Output};
 use crate::pcap::Reader;
 
@@ -302,6 +303,29 @@ impl Decoder {
             (out, at, error)
         });
         Ok((Batch { out, format: core.format }, at, error))
+    }
+
+    /// Decode `count` frames of a TPACKET_V3 block read in place (`block`: the block, e.g. a memoryview of the
+    /// mapped ring; the GIL is released), from the frame header at offset `at` in it. Returns (batch, offset of
+    /// the next frame header): see block.rs for frames the headers place outside the block.
+    #[pyo3(signature = (block, at, count, linktype = 1))]
+    fn decode_block(
+        &mut self,
+        py: Python<'_>,
+        block: &Bound<'_, PyAny>,
+        at: usize,
+        count: usize,
+        linktype: u32,
+    ) -> PyResult<(Batch, usize)> {
+        let mut keep = None;
+        let data = frame_bytes(block, &mut keep)?;
+        let core = &mut self.core;
+        let (out, next) = py.detach(|| {
+            let mut out = Output::with_capacity(count.min(data.len() / 64), core.format);
+            let next = decode_block(core, &mut out, data, at, count, linktype, 0);
+            (out, next)
+        });
+        Ok((Batch { out, format: core.format }, next))
     }
 }
 

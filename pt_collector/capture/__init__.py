@@ -15,11 +15,11 @@ that can be PT probes; `compile_expression` makes a program of a tcpdump express
 from __future__ import annotations
 
 import socket
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .bpf import DEFAULT_PROGRAM, FilterError, Program, attach_filter, compile_expression
 from .packet_socket import Captured, CaptureSetupError, Frames, SocketReceiver, kernel_stats, open_packet_socket
-from .ring import RingReceiver
+from .ring import OUTSIDE_BLOCK, BlockVisit, RingReceiver
 
 
 class Receiver(Protocol):
@@ -42,6 +42,18 @@ class Receiver(Protocol):
         ...
 
 
+@runtime_checkable
+class BlockReceiver(Protocol):
+    """A receiver whose frames can be read in place, a block at a time: the ring receiver (the mapped ring's
+    blocks), the socket receiver (its frames read into one buffer laid out as a block)."""
+
+    def drain_blocks(self, visit: BlockVisit, limit: int) -> int: ...
+
+    def take_outside(self) -> int:
+        """Frames drain() took but could not read (outside their block): to count as malformed (OUTSIDE_BLOCK)."""
+        ...
+
+
 class SharedReceiver(Receiver, Protocol):
     """A receiver opened by a parent and read by its forked workers, one after another (`--workers`)."""
 
@@ -55,6 +67,9 @@ class SharedReceiver(Receiver, Protocol):
 
 __all__ = [
     "DEFAULT_PROGRAM",
+    "OUTSIDE_BLOCK",
+    "BlockReceiver",
+    "BlockVisit",
     "CaptureSetupError",
     "Captured",
     "FilterError",

@@ -35,6 +35,10 @@ IFF_UP = 0x1
 IFF_RUNNING = 0x40  # the operational state is up: carrier and lower layers
 
 TAKEN = struct.Struct("=Q")
+# struct tpacket3_hdr up to tp_mac, as drain_blocks lays frames out: tp_next_offset, tp_sec, tp_nsec, tp_snaplen,
+# tp_len, (tp_status), tp_mac (the frame's offset from its header), padded to 32 bytes
+BLOCK_FRAME = struct.Struct("=IIIII4xH6x")
+BLOCK_BYTES = 4 << 20  # drain_blocks' buffer: frames are handed on whenever it could not hold one more of MAX_FRAME
 TPACKET_STATS = struct.Struct("II")  # tp_packets, tp_drops (tpacket_stats_v3 adds tp_freeze_q_cnt after)
 IFREQ_FLAGS = struct.Struct("16sH14x")  # struct ifreq: name, ifr_flags, rest of the union
 MAX_FRAME = 262144  # receive buffer: frames up to tcpdump's largest snap length arrive whole
@@ -257,6 +261,7 @@ class SocketReceiver(BoundReceiver):
         self.ifindex = socket.if_nametoindex(iface)
         self._buffer = bytearray(MAX_FRAME)
         self._view = memoryview(self._buffer)
+        self._block = memoryview(bytearray(BLOCK_BYTES))  # drain_blocks' frames, laid out as a ring block
         self._taken = mmap.mmap(-1, TAKEN.size)  # shared with the processes forked after: see `taken`
 
     @property
@@ -286,7 +291,43 @@ class SocketReceiver(BoundReceiver):
             check_interface(self.iface, self.ifindex)  # the link went down: delivery resumes when it is back up
         return count
 
+    def drain_blocks(self, visit: Callable[[memoryview, int, int], int], limit: int) -> int:
+        """Read up to `limit` queued frames into one buffer laid out as a TPACKET_V3 block (each frame behind a
+        tpacket3_hdr: its length, its capture time) and hand it to `visit(block, 0, count)` (the ring receiver's
+        drain_blocks contract), each time it is full and at the end: no bytes object per frame."""
+        recv_into, block, now, header = self.sock.recv_into, self._block, time.time_ns, BLOCK_FRAME.pack_into
+        taken, shared, store = self.taken, self._taken, TAKEN.pack_into
+        end, room = len(block), BLOCK_FRAME.size + MAX_FRAME
+        count = in_block = at = 0
+        try:
+            while count < limit:
+                if at + room > end:
+                    visit(block[:at], 0, in_block)
+                    in_block = at = 0
+                size = recv_into(block[at + BLOCK_FRAME.size : at + room])
+                ns, step = now(), BLOCK_FRAME.size + size + 15 & ~15
+                header(block, at, step, ns // 1_000_000_000, ns % 1_000_000_000, size, size, BLOCK_FRAME.size)
+                at += step
+                in_block += 1
+                count += 1
+                store(shared, 0, taken + count)  # a frame out of the queue is counted at once, for the parent
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            if e.errno != errno.ENETDOWN:
+                raise CaptureSetupError(f"capture on {self.iface} failed: {e.strerror}") from None
+            check_interface(self.iface, self.ifindex)
+        finally:
+            if in_block:
+                visit(block[:at], 0, in_block)
+        return count
+
+    def take_outside(self) -> int:
+        """Frames outside their block: never, the blocks are laid out here."""
+        return 0
+
     def close(self) -> None:
         self._view.release()
+        self._block.release()
         self._taken.close()
         self.sock.close()

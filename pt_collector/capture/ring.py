@@ -16,6 +16,7 @@ from __future__ import annotations
 import mmap
 import socket
 import struct
+from collections.abc import Callable
 
 from .bpf import DEFAULT_PROGRAM, Program
 from .packet_socket import (
@@ -52,10 +53,16 @@ READ_STATE = struct.Struct("=IIQQ")
 # struct tpacket3_hdr: tp_next_offset @0, tp_sec @4, tp_nsec @8, tp_snaplen @12, tp_len @16,
 # tp_status @20, tp_mac @24, tp_net @26, hv1 (rxhash, vlan_tci, vlan_tpid) @28; we read up to tp_mac
 FRAME_HEADER = struct.Struct("=IIII8xH")  # tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_mac
+# A frame that its header places (partly) outside its block is not read but counted as malformed by this key, and
+# so is every frame after a header that is outside (no telling where they are): as native/src/block.rs counts them.
+OUTSIDE_BLOCK = "ring: frame outside its block"
+# visit(block, at, count) -> at: reads `count` frames of `block` (a memoryview of one block of the mapped ring, valid
+# only during the call) from the frame header at offset `at` in it; returns the offset of the next frame header.
+BlockVisit = Callable[[memoryview, int, int], int]
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 DEFAULT_BLOCK_COUNT = 64
-DEFAULT_BLOCK_TIMEOUT_MS = 10
+DEFAULT_BLOCK_TIMEOUT_MS = 100  # a block handed over at most 0.1 s after its first frame: fewer wakeups (benchmarks.md)
 
 # Ring geometry limits, checked before asking the kernel (ring_geometry_problem)
 MAX_BLOCK_SIZE = 1 << 30  # the kernel refuses 2 GiB blocks (EINVAL, Linux 6.18)
@@ -165,6 +172,8 @@ class RingReceiver(BoundReceiver):
             raise
         self.ifindex = socket.if_nametoindex(iface)
         self._state = mmap.mmap(-1, READ_STATE.size)  # anonymous, shared: see READ_STATE
+        self._view = memoryview(self._ring)  # type: ignore[arg-type]  # blocks handed to drain_blocks' visit
+        self._outside = 0  # frames outside their block read by drain since take_outside
 
     @property
     def taken(self) -> int:
@@ -196,27 +205,58 @@ class RingReceiver(BoundReceiver):
         return self.sock.fileno()
 
     def drain(self, out: Frames, limit: int) -> int:
-        """Append up to `limit` frames from the ready blocks to `out`; how many were appended."""
-        ring, state, append, frame_header = self._ring, self._state, out.append, FRAME_HEADER.unpack_from
+        """Append up to `limit` frames from the ready blocks to `out`, as (capture_ns, bytes); how many were
+        taken from the ring (frames outside their block are counted by take_outside, not appended)."""
+        append, frame_header = out.append, FRAME_HEADER.unpack_from
+        outside = 0
+
+        def visit(block: memoryview, at: int, count: int) -> int:
+            nonlocal outside
+            end = len(block)
+            for _ in range(count):
+                if at + FRAME_HEADER.size > end:
+                    outside += 1
+                    continue
+                next_offset, sec, nsec, snaplen, mac = frame_header(block, at)
+                start = at + mac
+                if start + snaplen > end:
+                    outside += 1
+                else:
+                    append((sec * 1_000_000_000 + nsec, block[start : start + snaplen].tobytes()))
+                at += next_offset
+            return at
+
+        count = self.drain_blocks(visit, limit)
+        self._outside += outside
+        return count
+
+    def take_outside(self) -> int:
+        """Frames that drain() took from the ring but could not read (outside their block) since the last call:
+        the caller counts them as malformed (OUTSIDE_BLOCK)."""
+        outside, self._outside = self._outside, 0
+        return outside
+
+    def drain_blocks(self, visit: BlockVisit, limit: int) -> int:
+        """Hand up to `limit` frames of the ready blocks to `visit`, a block (or the rest of it) at a time, in
+        place: no copy, no object per frame. A block goes back to the kernel once visit has returned from its
+        last frames; how many frames were visited."""
+        view, size, state = self._view, self._block_size, self._state
         block, left, at, taken = READ_STATE.unpack_from(state)
         count = 0
         while count < limit:
             if not left:
-                block, left, at = self._take_block(ring, block)
+                block, left, at = self._take_block(self._ring, block)
                 if not left:
                     break
             take = min(left, limit - count)
-            for _ in range(take):
-                next_offset, sec, nsec, snaplen, mac = frame_header(ring, at)
-                start = at + mac
-                append((sec * 1_000_000_000 + nsec, ring[start : start + snaplen]))
-                at += next_offset
+            base = block * size
+            at = base + visit(view[base : base + size], at - base, take)
             left -= take
             count += take
             taken += take
             READ_STATE.pack_into(state, 0, block, left, at, taken)  # once per block: a process killed
             if not left:  # before this leaves the frames to the next reader, after it they are read
-                block = self._release_block(ring, block)
+                block = self._release_block(self._ring, block)
         if not count:  # woken with nothing ready: maybe a socket error that would keep poll readable
             clear_socket_error(self.sock, self.iface, self.ifindex)
         return count
@@ -304,6 +344,7 @@ class RingReceiver(BoundReceiver):
         return held / self._block_count
 
     def close(self) -> None:
+        self._view.release()
         if self._ring is not None:
             self._ring.close()
         self._state.close()

@@ -91,7 +91,7 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
     "and no more than MemAvailable.",
 )  # fmt: skip
 @click.option(
-    "--ring-timeout-ms", type=click.IntRange(min=1), default=10, show_default=True, metavar="MS",
+    "--ring-timeout-ms", type=click.IntRange(min=1), default=100, show_default=True, metavar="MS",
     help="A block not yet full is handed over after this long (latency bound at low rates).",
 )  # fmt: skip
 @click.option(

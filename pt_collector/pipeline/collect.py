@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ..capture import Captured
+from ..capture import OUTSIDE_BLOCK, BlockReceiver, Captured
 from ..codec.wire import LINKTYPE_ETHERNET
-from .engine import Engine
+from .engine import BlockEngine, Decoded, Engine
 from .sinks import JsonLinesSink, OutputError, Sink, hand_over
 from .stats import BROKER_DOWN, BROKER_UNKNOWN, BROKER_UP, CollectStats
 
@@ -56,6 +56,11 @@ class Worker:
         self.flushed = 0  # of those, acknowledged during the flush
         self.failed_in_flush = 0  # failed during the flush (refused)
         self.unflushed = 0  # still unacknowledged when its time was up (counted as failed when the sink closes)
+        self._ring = receiver if isinstance(receiver, BlockReceiver) else None
+        # a ring read by the native engine is decoded in place, a block at a time, unless the sink wants the frames
+        in_place = self._ring is not None and isinstance(engine, BlockEngine) and not sink.wants_frames
+        self._blocks = (self._ring, engine) if in_place else None
+        self._frames: list[Captured] = []
 
     def stop(self) -> None:
         """Stop capturing (signal-handler safe): `run` flushes and returns."""
@@ -91,18 +96,15 @@ class Worker:
             loop.remove_reader(fd)
             self._wake.set()
 
-        frames: list[Captured] = []
         try:
             while not self._stopping:
                 if not self._wake.is_set():
                     loop.add_reader(fd, readable)
                 await self._wake.wait()
                 self._wake.clear()
-                frames.clear()
-                if self.receiver.drain(frames, BURST) >= BURST:
+                if await self._read(BURST) >= BURST:
                     self._wake.set()  # more are waiting: come back after letting the sink run
-                await self._handle_or_stop(frames)
-            await self._drain_at_stop(frames)
+            await self._drain_at_stop()
         finally:
             loop.remove_reader(fd)
         acked, failed = self._settled()
@@ -124,38 +126,64 @@ class Worker:
         self._delivery(self.stats)
         return self.stats.acked, self.stats.failed
 
-    async def _drain_at_stop(self, frames: list[Captured]) -> None:
+    async def _drain_at_stop(self) -> None:
         """Take no more frames, read every one the kernel took before (a ring's last block is handed over
         within its timeout), and count what could not be read: kernel received = frames + kernel dropped
         + left at stop."""
         settle_s = self.receiver.stop_receiving()
         deadline = time.monotonic() + settle_s
         while True:
-            frames.clear()
-            self.receiver.drain(frames, 1 << 30)
-            await self._handle_or_stop(frames)
+            await self._read(1 << 30)
             left = self.receiver.unread()
             if not left or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.002)
         self.stats.left_at_stop += left
 
-    async def _handle_or_stop(self, frames: list[Captured]) -> None:
-        """Handle the frames; an output that cannot be written (OutputError) stops the worker.
+    async def _read(self, limit: int) -> int:
+        """Take up to `limit` frames from the receiver, decode them and hand their records on; how many were taken.
+
+        A ring read by a block engine is decoded in place, a block (or what is left of it) per call; otherwise
+        the frames come as (capture_ns, bytes) and are decoded as one batch.
+        """
+        batches: list[tuple[Decoded, int]] = []
+        if self._blocks is not None:
+            ring, engine = self._blocks
+
+            def visit(block: memoryview, at: int, count: int) -> int:
+                decoded, at = engine.decode_block(block, at, count, LINKTYPE_ETHERNET)
+                batches.append((decoded, count))
+                return at
+
+            taken = ring.drain_blocks(visit, limit)
+        else:
+            frames = self._frames
+            frames.clear()
+            taken = self.receiver.drain(frames, limit)
+            decoded = self.engine.decode_batch(frames, LINKTYPE_ETHERNET, keep_frames=self.sink.wants_frames)
+            outside = self._ring.take_outside() if self._ring is not None else 0
+            if outside:
+                decoded.malformed[OUTSIDE_BLOCK] += outside
+            batches.append((decoded, len(frames) + outside))
+        for decoded, count in batches:
+            await self._handle_or_stop(decoded, count)
+        return taken
+
+    async def _handle_or_stop(self, decoded: Decoded, frames: int) -> None:
+        """Count and hand on what `frames` frames gave; an output that cannot be written (OutputError) stops the worker.
 
         A full disk does not empty itself: capture stops, the records already decoded are
         counted by the sink as not written, and the caller reports `error`.
         """
         try:
-            await self._handle(frames)
+            await self._handle(decoded, frames)
         except OutputError as exc:
             self.error = self.error or exc
             self.stop()
 
-    async def _handle(self, frames: list[Captured]) -> None:
+    async def _handle(self, decoded: Decoded, frames: int) -> None:
         stats, sink = self.stats, self.sink
-        decoded = self.engine.decode_batch(frames, LINKTYPE_ETHERNET, keep_frames=sink.wants_frames)
-        stats.frames += len(frames)
+        stats.frames += frames
         stats.not_pt += decoded.not_pt
         stats.malformed.update(decoded.malformed)
         records = decoded.records
@@ -199,7 +227,7 @@ class CaptureSettings:
     mode: str = "ring"  # "ring" (TPACKET_V3) or "socket" (recv_into drain loop)
     block_size: int = 1 << 20
     block_count: int = 64
-    block_timeout_ms: int = 10
+    block_timeout_ms: int = 100
     rcvbuf: int | None = 64 << 20
     program: tuple[tuple[int, int, int, int], ...] | None = None  # classic BPF; None: the default PT filter
     fanout_group: int | None = None

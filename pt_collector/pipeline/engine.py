@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Network
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..capture import Captured
 from ..capture.pcap import Frame
@@ -54,6 +54,16 @@ class SourceShifting(Protocol):
 
     def set_source_shifts(self, shifts: Mapping[str, int | None]) -> None:
         """Each source address decodes with its shift from now on (None: no hop times), before any prefix."""
+        ...
+
+
+@runtime_checkable
+class BlockEngine(Protocol):
+    """An engine that decodes a capture ring's block in place (the native one): no object per frame."""
+
+    def decode_block(self, block: memoryview, at: int, count: int, linktype: int) -> tuple[Decoded, int]:
+        """Decode `count` frames of a TPACKET_V3 block from the frame header at `at`; (decoded, next header's offset).
+        Every frame is in one counter: the records, not_pt or malformed (`ring: frame outside its block` too)."""
         ...
 
 
@@ -108,9 +118,7 @@ class NativeEngine:
 
     def decode_batch(self, frames: Sequence[Captured], linktype: int, keep_frames: bool = False) -> Decoded:
         batch = self._decoder.decode_frames(frames, linktype)
-        out = Decoded(not_pt=batch.not_pt, malformed=Counter(batch.malformed))
-        if batch.decoded:
-            out.records = EncodedRecords(batch.data, batch.decoded)
+        out = _decoded(batch)
         if keep_frames:
             out.frames = [(linktype, *frames[i]) for i in batch.indices()]
         return out
@@ -118,6 +126,17 @@ class NativeEngine:
     def set_source_shifts(self, shifts: Mapping[str, int | None]) -> None:
         for addr, shift in shifts.items():
             self._decoder.set_source_shift(addr, shift)
+
+    def decode_block(self, block: memoryview, at: int, count: int, linktype: int) -> tuple[Decoded, int]:
+        batch, at = self._decoder.decode_block(block, at, count, linktype)
+        return _decoded(batch), at
+
+
+def _decoded(batch: _native.Batch) -> Decoded:
+    out = Decoded(not_pt=batch.not_pt, malformed=Counter(batch.malformed))
+    if batch.decoded:
+        out.records = EncodedRecords(batch.data, batch.decoded)
+    return out
 
 
 class EngineError(ValueError):

@@ -21,7 +21,7 @@ from ..capture import Captured
 from ..codec.record import EncodedRecords, Record, json_decoder
 from ..codec.shift_infer import AUTO, CHECK_EVERY, ShiftWatch, Source
 from ..codec.tts import midpoint_times
-from .engine import Decoded, Engine, SourceShifting, make_engine
+from .engine import BlockEngine, Decoded, Engine, SourceShifting, make_engine
 
 Shift = int | str | None  # a shift 0..24, AUTO, or None (no times)
 Say = Callable[[str], None]
@@ -58,6 +58,14 @@ class ShiftWatchingEngine:
         self.engine: Engine | SourceShifting = factory(base, shifts)  # type: ignore[arg-type]
         self.name = self.engine.name
         self._offset = 0  # where the next sample starts, so that successive batches sample different records
+        if isinstance(self.engine, BlockEngine):  # a ring's blocks stay decoded in place, watched the same way
+            self.decode_block = self._decode_block
+
+    def _decode_block(self, block: memoryview, at: int, count: int, linktype: int) -> tuple[Decoded, int]:
+        decoded, at = self.engine.decode_block(block, at, count, linktype)  # type: ignore[union-attr]
+        if decoded.records:
+            self._look(decoded)
+        return decoded, at
 
     def decode_batch(self, frames: Sequence[Captured], linktype: int, keep_frames: bool = False) -> Decoded:
         decoded = self.engine.decode_batch(frames, linktype, keep_frames)  # type: ignore[union-attr]
