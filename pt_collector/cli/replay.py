@@ -94,7 +94,7 @@ def replay(
     counts what was written and what was not), the brokers could not be
     reached, or records were dropped or not acknowledged.
     """
-    engine, rules = engine_for(tts_shift), rules_for()
+    engine, rules = engine_for(tts_shift, fmt=kafka["fmt"] if output is None else "json"), rules_for()
     show_progress = sys.stderr.isatty() if progress is None else progress
     if output is None:
         _replay_to_kafka(files, engine, rules, show_progress, quiet, kafka)

@@ -275,14 +275,17 @@ def rules_for() -> Ruleset:
     return rules if rules is not None else Ruleset()
 
 
-def engine_for(tts_shift: int | None, shift_by_source: Mapping[IPv6Network, int] | None = None) -> Engine:
+def engine_for(
+    tts_shift: int | None, shift_by_source: Mapping[IPv6Network, int] | None = None, fmt: str = "json"
+) -> Engine:
     """The running command's engine (PTC_ENGINE, else native where built), decoding with this TTS shift and these
-    per-source shifts (by default the config file's); a PTC_ENGINE that names no engine is a usage error."""
+    per-source shifts (by default the config file's), encoding to `fmt` (Kafka's --format; JSON lines for a
+    file); a PTC_ENGINE that names no engine is a usage error."""
     if shift_by_source is None:
         ctx = click.get_current_context(silent=True)
         shift_by_source = ctx.meta.get(_META_SHIFTS) if ctx is not None else None
     try:
-        return make_engine(tts_shift, shift_by_source)
+        return make_engine(tts_shift, shift_by_source, fmt)
     except EngineError as exc:
         raise click.UsageError(str(exc)) from None
 
