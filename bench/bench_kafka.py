@@ -1,25 +1,36 @@
 #!/usr/bin/env python3
-"""Kafka delivery speed: `ptc replay` into a real broker, next to one send() per probe, in one run.
+"""Kafka delivery speed: `ptc replay --topic` into a real broker, next to one send() per probe, in one run.
 
-    python bench/bench_kafka.py [--count 200000] [--baseline-count 20000] [--brokers HOST:PORT]
+    python bench/bench_kafka.py [--count 300000] [--baseline-count 20000] [--rounds 3] [--brokers HOST:PORT]
 
-Without --brokers it starts its own broker with scripts/kafka.sh on a spare
-port and stops it at the end. A capture of --count encapsulated probes
-(5 MCDs, 3 segments, 16 sources) is generated once into bench/out/. Figures,
-all in probes acknowledged by the broker per second (acks=all, idempotent):
+Without --brokers it starts its own broker with scripts/kafka.sh on spare
+ports, with the JVM flags and heap Kafka's own kafka-server-start.sh uses
+(G1, the normal tiered JIT, 1 GiB): BENCH_KAFKA_JVM_OPTS and BENCH_KAFKA_HEAP
+change them (the tests' lean flags, C1 only and serial GC, cap the broker).
+A capture of --count encapsulated probes (5 MCDs, 3 segments, 16 sources)
+is generated once into bench/out/. Every figure is probes acknowledged by
+the broker per second (acks=all, idempotent), best of --rounds, the cases
+interleaved round by round (after one replay not counted, for the broker's
+JIT):
 
-  replay     the `ptc replay FILE --topic T` command: read, decode, batch, send,
-             until the last message is acknowledged (its own "elapsed")
-  delivery   the Kafka stage alone: records already decoded, written to the
-             KafkaSink in batches of 1024, until flush returns
-  baseline   how collectors usually deliver: one JSON message per probe, one
-             aiokafka send() each (futures gathered at the end), over
-             --baseline-count probes: "delivery" from decoded records,
-             "replay" decoding the capture in the same loop
+  per-probe send   how collectors usually deliver: the pure decoder and one
+                   JSON message per probe, one aiokafka send() each (futures
+                   gathered at the end), over --baseline-count probes
+  replay           the `ptc replay FILE --topic T` command (PTC_ENGINE native,
+                   or python for the pure engine), its own "elapsed": read,
+                   decode, batch, send, until the last acknowledgement
+  before           with --before ROOT, `ptc replay` of another checkout
+                   (its package and built engine), for a before/after
+  stage            the Kafka path on its own, in process: the capture read in
+                   place by the native engine (decode_capture, 1024 frames a
+                   call) into the KafkaSink, until flush returns; and for
+                   --before-codecs the same with the records handed over as
+                   Record objects read back from the engine's bytes (the
+                   Kafka path before messages were cut from encoded groups)
 
-Every topic is new, with --partitions partitions and segment.bytes at the
-Kafka default of 1 GiB (scripts/kafka.sh sets 1 MiB for its test broker,
-which costs delivery about half its speed through segment rolls).
+With each: CPU per probe of ptc (the process) and of the broker (its JVM),
+which says what bounds the rate. Topics are new, --partitions partitions,
+segment.bytes 1 GiB (scripts/kafka.sh sets 1 MiB for the tests' broker).
 """
 
 from __future__ import annotations
@@ -27,9 +38,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import mmap
 import os
 import platform
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -37,7 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -55,26 +68,47 @@ from bench_decode import capture as decode_capture  # noqa: E402
 
 from pt_collector.capture.pcap import read_capture  # noqa: E402
 from pt_collector.codec.decode import Decoder  # noqa: E402
-from pt_collector.codec.record import Record, json_encoder  # noqa: E402
+from pt_collector.codec.record import EncodedRecords, json_encoder  # noqa: E402
 from pt_collector.kafka.client import CODECS, Cluster, ProducerSettings  # noqa: E402
 from pt_collector.kafka.sink import open_kafka_sink  # noqa: E402
 from pt_collector.pipeline.batch import Batcher  # noqa: E402
+from pt_collector.pipeline.engine import NATIVE, NativeMsgpackRecords, NativeRecords  # noqa: E402
 
 SOURCES = 16
 SEGMENT_BYTES = str(1 << 30)
-CASES = [(fmt, codec) for fmt in ("json", "msgpack") for codec in ("none", "gzip", "snappy", "lz4", "zstd")]
+# kafka-server-start.sh's heap and kafka-run-class.sh's KAFKA_JVM_PERFORMANCE_OPTS: the broker as Kafka runs it
+KAFKA_JVM_OPTS = (
+    "-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 "
+    "-XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true"
+)
+KAFKA_HEAP = "-Xmx1G -Xms1G"
+CHUNK = 1024  # frames per decode call, as replay reads them
 
 
 @dataclass
 class Figure:
-    stage: str
-    what: str
+    case: str
     probes: int
     seconds: float
+    cpu_s: float  # ptc's CPU time (the process, or the child command)
+    broker_cpu_s: float | None
+    messages: int | None = None
 
     @property
     def rate(self) -> float:
         return self.probes / self.seconds
+
+
+@dataclass
+class Broker:
+    address: str
+    pid: int | None  # None: brokers given, their CPU unknown
+
+    def cpu_s(self) -> float | None:
+        if self.pid is None:
+            return None
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def capture(count: int) -> Path:
@@ -82,10 +116,10 @@ def capture(count: int) -> Path:
 
 
 @contextmanager
-def broker(given: str | None) -> Iterator[str]:
-    """The given brokers, or a throwaway broker from scripts/kafka.sh on a spare port."""
+def broker(given: str | None) -> Iterator[Broker]:
+    """The given brokers, or a throwaway broker from scripts/kafka.sh on spare ports, with Kafka's own JVM flags."""
     if given:
-        yield given
+        yield Broker(given, None)
         return
     ports = []
     for _ in range(2):
@@ -96,11 +130,13 @@ def broker(given: str | None) -> Iterator[str]:
         env = dict(
             os.environ, KAFKA_PORT=str(ports[0]), KAFKA_CONTROLLER_PORT=str(ports[1]), KAFKA_DIR=tmp,
             KAFKA_LIBS=str(ROOT / ".kafka" / "libs"), KAFKA_PYTHON=sys.executable, KAFKA_CLEAN="1",
+            KAFKA_JVM_OPTS=os.environ.get("BENCH_KAFKA_JVM_OPTS", KAFKA_JVM_OPTS),
+            KAFKA_HEAP=os.environ.get("BENCH_KAFKA_HEAP", KAFKA_HEAP),
         )  # fmt: skip
         script = str(ROOT / "scripts" / "kafka.sh")
         subprocess.run(["bash", script, "up"], env=env, check=True, stdout=subprocess.DEVNULL)
         try:
-            yield f"127.0.0.1:{ports[0]}"
+            yield Broker(f"127.0.0.1:{ports[0]}", int(Path(tmp, f"broker-{ports[0]}.pid").read_text()))
         finally:
             subprocess.run(["bash", script, "down"], env=env, check=False, stdout=subprocess.DEVNULL)
 
@@ -116,50 +152,92 @@ async def new_topic(brokers: str, partitions: int) -> str:
     return topic
 
 
-def replay_command(path: Path, brokers: str, topic: str, fmt: str, codec: str) -> tuple[int, float]:
-    """(probes acknowledged, elapsed seconds) from the summary of `ptc replay` into Kafka."""
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def replay_command(
+    path: Path, broker: Broker, topic: str, engine: str, fmt: str, codec: str, extra: list[str], root: str | None = None
+) -> Figure:
+    """`ptc replay` into Kafka: probes acknowledged and elapsed from its summary, its CPU from the kernel.
+
+    `root`: the ptc of another checkout (its package and built engine first on the path), for a before/after.
+    """
     command = [
-        sys.executable, "-m", "pt_collector.cli.main", "replay", str(path), "--brokers", brokers, "--topic", topic,
-        "--format", fmt, "--compression", codec, "--no-progress",
+        sys.executable, "-m", "pt_collector.cli.main", "replay", str(path), "--brokers", broker.address,
+        "--topic", topic, "--format", fmt, "--compression", codec, "--no-progress", *extra,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    cpu, broker_cpu = children_cpu(), broker.cpu_s()
+    env = dict(os.environ, PTC_ENGINE=engine, **({"PYTHONPATH": root} if root else {}))
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, cwd=root)  # -m: cwd first
+    cpu, broker_cpu = children_cpu() - cpu, _less(broker.cpu_s(), broker_cpu)
     if done.returncode != 0:
         raise SystemExit(f"ptc replay failed ({done.returncode}):\n{done.stderr}")
-    acked = int(re.search(r"^acknowledged +([\d,]+)", done.stderr, re.M).group(1).replace(",", ""))
+    acked = _number(r"^acknowledged +([\d,]+)", done.stderr)
     elapsed = float(re.search(r"^elapsed +([\d.]+) s", done.stderr, re.M).group(1))
-    return acked, elapsed
+    messages = _number(r"records in ([\d,]+) messages", done.stderr)
+    return Figure("", acked, elapsed, cpu, broker_cpu, messages)
 
 
-async def deliver(records: list[Record], brokers: str, topic: str, fmt: str, codec: str) -> float:
-    settings = ProducerSettings(compression=codec)
-    batcher = Batcher(fmt, 1000, 900 * 1024, 0.1)
-    async with open_kafka_sink(Cluster(brokers), settings, topic, batcher) as sink:
-        started = time.perf_counter()
-        for i in range(0, len(records), 1024):
-            await sink.write(records[i : i + 1024])
-        await sink.flush()
-        elapsed = time.perf_counter() - started
-    if sink.counters.acked != len(records):
-        raise SystemExit(f"delivery {fmt}/{codec}: {sink.counters.acked} of {len(records)} acknowledged")
-    return elapsed
+def _number(pattern: str, text: str) -> int:
+    return int(re.search(pattern, text, re.M).group(1).replace(",", ""))
 
 
-async def per_probe(records: list[Record] | None, path: Path, count: int, brokers: str, topic: str) -> float:
-    """One JSON message and one send() per probe; decoding in the loop when `records` is None."""
-    producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all", enable_idempotence=True)
+def _less(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
+
+
+async def stage(
+    path: Path, broker: Broker, topic: str, fmt: str, codec: str, extra: dict, objects: bool = False
+) -> Figure:
+    """The Kafka path alone: the capture read in place by the native engine, into the KafkaSink, until flush.
+
+    `objects`: the records handed over as Record objects read back from the engine's bytes (the path before).
+    """
+    from pt_collector import _native
+
+    settings = ProducerSettings(compression=codec, max_value_bytes=extra.get("batch_bytes", 900 * 1024))
+    batcher = Batcher(fmt, extra.get("batch_size", 1000), settings.max_value_bytes, 0.1)
+    wrap = NativeRecords if fmt == "json" else NativeMsgpackRecords
+    if objects:
+        wrap = (
+            (lambda b: EncodedRecords(b.data, b.decoded))
+            if fmt == "json"
+            else (lambda b: list(NativeMsgpackRecords(b)))
+        )
+    decoder, reader = _native.Decoder(None, None, fmt), _native.CaptureReader()
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        async with open_kafka_sink(Cluster(broker.address), settings, topic, batcher) as sink:
+            cpu, broker_cpu, started = time.process_time(), broker.cpu_s(), time.perf_counter()
+            while reader.offset < len(view):
+                batch, used, error = decoder.decode_capture(reader, view[reader.offset :], True, CHUNK)
+                if error or not used:
+                    raise SystemExit(f"{path}: {error or 'no progress'}")
+                if batch.decoded:
+                    await sink.write(wrap(batch))
+            await sink.flush()
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            broker_cpu = _less(broker.cpu_s(), broker_cpu)
+        del view
+    return Figure("", sink.counters.acked, elapsed, cpu, broker_cpu, sink.counters.messages)
+
+
+async def per_probe(path: Path, count: int, broker: Broker, topic: str) -> Figure:
+    """One JSON message and one send() per probe, decoding with the pure decoder in the same loop."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.address, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         await producer.partitions_for(topic)
-        started = time.perf_counter()
-        if records is None:
-            decoder = Decoder()
-            frames = islice(read_capture(path), count)
-            records_in = (decoder.decode(frame, ns, linktype) for linktype, ns, frame in frames)
-        else:
-            records_in = iter(records[:count])
-        futures = [await producer.send(topic, json_encoder.encode(r), key=r.src.addr.encode()) for r in records_in if r]
+        cpu, broker_cpu, started = time.process_time(), broker.cpu_s(), time.perf_counter()
+        decoder = Decoder()
+        frames = islice(read_capture(path), count)
+        records = (decoder.decode(frame, ns, linktype) for linktype, ns, frame in frames)
+        futures = [await producer.send(topic, json_encoder.encode(r), key=r.src.addr.encode()) for r in records if r]
         await asyncio.gather(*futures)
-        return time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        return Figure("", len(futures), elapsed, cpu, _less(broker.cpu_s(), broker_cpu), len(futures))
     finally:
         await producer.stop()
 
@@ -172,61 +250,108 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model or platform.processor()})"
 
 
-def table(figures: list[Figure], baseline: dict[str, float]) -> str:
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+BASELINE = "per-probe send (pure decoder, json, none)"
+
+
+def table(best: dict[str, Figure], least_cpu: dict[str, float]) -> str:
+    baseline = best[BASELINE].rate
     lines = [
-        "| stage | format / compression | probes | seconds | probes/s | vs per-probe send |",
-        "|---|---|---:|---:|---:|---:|",
+        "| case | probes | records/message | probes/s | vs per-probe send | ptc CPU us/probe | broker CPU us/probe "
+        "| ptc CPU us/probe, least of the rounds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for f in figures:
-        ratio = (
-            f"{f.rate / baseline[f.stage]:.1f}x" if f.stage in baseline and not f.what.startswith("per-probe") else ""
+    for case, f in best.items():
+        ratio = "1x" if case == BASELINE else f"**{f.rate / baseline:.1f}x**"
+        per_message = f"{f.probes / f.messages:,.0f}" if f.messages else ""
+        broker_us = "" if f.broker_cpu_s is None else f"{f.broker_cpu_s / f.probes * 1e6:.2f}"
+        lines.append(
+            f"| {case} | {f.probes:,} | {per_message} | {f.rate:,.0f} | {ratio} | {f.cpu_s / f.probes * 1e6:.2f} "
+            f"| {broker_us} | {least_cpu[case] * 1e6:.2f} |"
         )
-        lines.append(f"| {f.stage} | {f.what} | {f.probes:,} | {f.seconds:.2f} | {f.rate:,.0f} | {ratio} |")
     return "\n".join(lines)
 
 
-async def in_process(args: argparse.Namespace, brokers: str, path: Path, cases: list[tuple[str, str]]) -> list[Figure]:
-    decoder = Decoder()
-    records = [r for linktype, ns, frame in read_capture(path) if (r := decoder.decode(frame, ns, linktype))]
-    figures = []
-    for fmt, codec in cases:
-        seconds = await deliver(records, brokers, await new_topic(brokers, args.partitions), fmt, codec)
-        figures.append(Figure("delivery", f"{fmt} / {codec}", len(records), seconds))
-        print(f"  delivery {fmt}/{codec}: {figures[-1].rate:,.0f} probes/s", file=sys.stderr)
-    n = args.baseline_count
-    seconds = await per_probe(records, path, n, brokers, await new_topic(brokers, args.partitions))
-    figures.append(Figure("delivery", "per-probe send, json / none", n, seconds))
-    seconds = await per_probe(None, path, n, brokers, await new_topic(brokers, args.partitions))
-    figures.append(Figure("replay", "per-probe send, json / none", n, seconds))
-    return figures
+def cases(args: argparse.Namespace, path: Path, broker: Broker) -> dict[str, Callable[[str], Figure]]:
+    """Each case by name: a function of a fresh topic that measures it once."""
+    extra = ["--batch-bytes", str(args.batch_bytes), "--batch-size", str(args.batch_size)]
+    sizes = {"batch_bytes": args.batch_bytes, "batch_size": args.batch_size}
+    found: dict[str, Callable[[str], Figure]] = {
+        BASELINE: lambda t: uvloop.run(per_probe(path, args.baseline_count, broker, t))
+    }
+    codecs = [c for c in args.codecs.split(",") if c == "none" or CODECS[c]()]
+    for fmt in args.formats.split(","):
+        for codec in codecs:
+            found[f"replay, native, {fmt}, {codec}"] = lambda t, f=fmt, c=codec: replay_command(
+                path, broker, t, "native", f, c, extra
+            )
+        for codec in args.pure_codecs.split(","):
+            found[f"replay, python, {fmt}, {codec}"] = lambda t, f=fmt, c=codec: replay_command(
+                path, broker, t, "python", f, c, extra
+            )
+        for codec in args.before_codecs.split(",") if args.before else []:
+            commit = subprocess.run(
+                ["git", "-C", args.before, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+            found[f"replay, native, {fmt}, {codec}, before ({commit or args.before})"] = lambda t, f=fmt, c=codec: (
+                replay_command(path, broker, t, "native", f, c, extra, args.before)
+            )
+        for codec in args.before_codecs.split(",") if args.stage else []:
+            found[f"stage, native, {fmt}, {codec}, Record objects (the path before)"] = lambda t, f=fmt, c=codec: (
+                uvloop.run(stage(path, broker, t, f, c, sizes, objects=True))
+            )
+        for codec in codecs if args.stage else []:
+            found[f"stage, native, {fmt}, {codec}"] = lambda t, f=fmt, c=codec: uvloop.run(
+                stage(path, broker, t, f, c, sizes)
+            )
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=200_000, help="probes in the capture")
+    parser.add_argument("--count", type=int, default=300_000, help="probes in the capture")
     parser.add_argument("--baseline-count", type=int, default=20_000, help="probes for the per-probe baseline")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every case, interleaved; best of them")
     parser.add_argument("--brokers", help="use these brokers instead of starting one")
     parser.add_argument("--partitions", type=int, default=1, help="partitions of each topic")
-    parser.add_argument("--codecs", default="none,gzip,snappy,lz4,zstd", help="compression codecs to run")
+    parser.add_argument("--formats", default="json", help="message formats to run (json,msgpack)")
+    parser.add_argument("--codecs", default="none,gzip,snappy,lz4,zstd", help="compression codecs, native engine")
+    parser.add_argument("--pure-codecs", default="none", help="compression codecs for the pure engine")
+    parser.add_argument("--batch-size", type=int, default=1000, help="--batch-size of ptc replay")
+    parser.add_argument("--batch-bytes", type=int, default=900 * 1024, help="--batch-bytes of ptc replay")
+    parser.add_argument("--before", metavar="ROOT", help="also replay with the ptc of this checkout (before/after)")
+    parser.add_argument("--before-codecs", default="none,zstd", help="compression codecs for --before")
+    parser.add_argument("--no-stage", dest="stage", action="store_false", help="leave out the in-process stage")
     args = parser.parse_args()
-    codecs = [c for c in args.codecs.split(",") if c == "none" or CODECS[c]()]
-    cases = [(fmt, codec) for fmt, codec in CASES if codec in codecs]
+    if not NATIVE:
+        raise SystemExit("the native engine is not built (make setup)")
     path = capture(args.count)
-    figures = []
-    with broker(args.brokers) as brokers:
-        for fmt, codec in cases:
-            acked, seconds = replay_command(path, brokers, uvloop.run(new_topic(brokers, args.partitions)), fmt, codec)
-            figures.append(Figure("replay", f"{fmt} / {codec}", acked, seconds))
-            print(f"  replay {fmt}/{codec}: {figures[-1].rate:,.0f} probes/s", file=sys.stderr)
-        figures += uvloop.run(in_process(args, brokers, path, cases))
-    baseline = {f.stage: f.rate for f in figures if f.what.startswith("per-probe")}
-    figures.sort(key=lambda f: (f.stage != "replay", f.what.startswith("per-probe")))
+    results: dict[str, list[Figure]] = {}
+    started = time.perf_counter()
+    with broker(args.brokers) as b:
+        measured = cases(args, path, b)
+        warm_up = next(case for case in measured if case.startswith("replay"))
+        measured[warm_up](uvloop.run(new_topic(b.address, args.partitions)))  # the broker's JIT, not counted
+        for round_ in range(args.rounds):
+            for case, measure in measured.items():
+                figure = measure(uvloop.run(new_topic(b.address, args.partitions)))
+                results.setdefault(case, []).append(figure)
+                print(f"  round {round_ + 1}: {case}: {figure.rate:,.0f} probes/s (load {load()})", file=sys.stderr)
+    best = {case: max(figures, key=lambda f: f.rate) for case, figures in results.items()}
+    jvm = "given brokers" if args.brokers else os.environ.get("BENCH_KAFKA_JVM_OPTS", KAFKA_JVM_OPTS)
     print(
         f"\n`python bench/bench_kafka.py --count {args.count} --baseline-count {args.baseline_count}"
-        f" --partitions {args.partitions}`, {datetime.date.today()}, {machine()}, Python {platform.python_version()},"
-        f" aiokafka {aiokafka.__version__}, Apache Kafka 4.1.2 (scripts/kafka.sh), acks=all, idempotent\n"
+        f" --rounds {args.rounds} --partitions {args.partitions} --formats {args.formats} --codecs {args.codecs}"
+        f" --batch-size {args.batch_size} --batch-bytes {args.batch_bytes}`, {datetime.date.today()}, {machine()},"
+        f" Python {platform.python_version()}, aiokafka {aiokafka.__version__}, Apache Kafka 4.1.2 (scripts/kafka.sh,"
+        f" JVM {jvm}, heap {os.environ.get('BENCH_KAFKA_HEAP', KAFKA_HEAP)}), acks=all, idempotent;"
+        f" best of {args.rounds}, interleaved; {time.perf_counter() - started:.0f} s, load average now {load()}\n"
     )
-    print(table(figures, baseline))
+    least_cpu = {case: min(f.cpu_s / f.probes for f in figures) for case, figures in results.items()}
+    print(table(best, least_cpu))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The flow rules' functions: cost per probe of pass, sample and histogram, in one run.
 
-    python bench/bench_rules.py [--count 200000] [--repeat 5] [--tts-shift 18]
+    python bench/bench_rules.py [--count 200000] [--repeat 5] [--tts-shift 18] [--engine python|native|both]
 
 Typical encapsulated probes (5 MCDs, 3 segments, 16 sources) are generated
 once into bench/out/ and read into memory. Each figure is the best of
@@ -12,7 +12,14 @@ them all:
   <function> alone        RuleEngine.route over records already decoded
 with one rule matching every probe: pass, sample (1 in 10), histogram
 (1000 ms windows, the default 12 bounds for end-to-end and per-hop
-delays). Reported: ns per probe, and the ratio to pass.
+delays). Reported: ns of CPU time (time.process_time) per probe, and the
+ratio to pass.
+
+With --engine native (or both), the same over the native engine
+(NativeEngine.decode_batch per 1024 frames): "native decode only" keeps its
+records encoded, as a replay without rules does; with a function, the
+rules get Record objects read back from them (msgspec), as they do today.
+That gap says what moving rule matching into the core could save.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from bench_decode import capture as decode_capture  # noqa: E402
 
 from pt_collector.capture.pcap import read_capture  # noqa: E402
 from pt_collector.codec.decode import Decoder  # noqa: E402
+from pt_collector.pipeline.engine import NATIVE, NativeEngine  # noqa: E402
 from pt_collector.pipeline.functions import RuleEngine  # noqa: E402
 from pt_collector.pipeline.rules import parse_rules  # noqa: E402
 
@@ -54,24 +62,38 @@ def engine(function: str | None) -> RuleEngine | None:
 def decode_and_route(frames: list, tts_shift: int | None, function: str | None) -> float:
     """Seconds to decode every frame and route the records (no routing: `function` None)."""
     decode, rules = Decoder(tts_shift).decode, engine(function)
-    started = time.perf_counter()
+    started = time.process_time()
     for i in range(0, len(frames), BATCH):
         records = [decode(frame, capture_ns, linktype) for linktype, capture_ns, frame in frames[i : i + BATCH]]
         if rules is not None:
             rules.route(records)
     if rules is not None:
         rules.flush()
-    return time.perf_counter() - started
+    return time.process_time() - started
+
+
+def native_decode_and_route(frames: list, tts_shift: int | None, function: str | None) -> float:
+    """Seconds to decode every frame with the native engine and route the records read back (None: keep them
+    encoded, no routing)."""
+    decode, rules = NativeEngine(tts_shift).decode_batch, engine(function)
+    started = time.process_time()
+    for i in range(0, len(frames), BATCH):
+        records = decode(frames[i : i + BATCH], 1).records
+        if rules is not None:
+            rules.route(list(records))
+    if rules is not None:
+        rules.flush()
+    return time.process_time() - started
 
 
 def route_only(records: list, function: str) -> float:
     rules = engine(function)
     assert rules is not None
-    started = time.perf_counter()
+    started = time.process_time()
     for i in range(0, len(records), BATCH):
         rules.route(records[i : i + BATCH])
     rules.flush()
-    return time.perf_counter() - started
+    return time.process_time() - started
 
 
 def main() -> int:
@@ -79,7 +101,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tts-shift", type=int, default=18, help="18: every midpoint's time, per-hop delays")
+    parser.add_argument("--engine", choices=("python", "native", "both"), default="python")
     args = parser.parse_args()
+    if args.engine != "python" and not NATIVE:
+        sys.exit("the native engine is not built (make setup)")
 
     frames = list(read_capture(capture(args.count)))
     records = [Decoder(args.tts_shift).decode(f, t, link) for link, t, f in frames]
@@ -90,9 +115,17 @@ def main() -> int:
     if sum(h.count for h in emitted.histograms["pt-probes"]) != len(records):
         sys.exit("the histograms do not count every probe: no figures")
 
-    setups: dict[str, Callable[[], float]] = {"decode only": lambda: decode_and_route(frames, args.tts_shift, None)}
-    for function in RULES:
-        setups[f"decode + {function}"] = lambda f=function: decode_and_route(frames, args.tts_shift, f)
+    setups: dict[str, Callable[[], float]] = {}
+    if args.engine != "native":
+        setups["decode only"] = lambda: decode_and_route(frames, args.tts_shift, None)
+        for function in RULES:
+            setups[f"decode + {function}"] = lambda f=function: decode_and_route(frames, args.tts_shift, f)
+    if args.engine != "python":
+        setups["native decode only"] = lambda: native_decode_and_route(frames, args.tts_shift, None)
+        for function in RULES:
+            setups[f"native decode + {function}"] = lambda f=function: native_decode_and_route(
+                frames, args.tts_shift, f
+            )
     for function in RULES:
         setups[f"{function} alone"] = lambda f=function: route_only(records, f)
     best: dict[str, float] = {}
@@ -108,11 +141,14 @@ def main() -> int:
     print(f"{'':<22} {'ns/probe':>10} {'probes/s':>12} {'vs pass':>8}")
     for name, seconds in best.items():
         ns = seconds / args.count * 1e9
-        kind = "decode + pass" if name.startswith("decode") else "pass alone"
-        ratio = f"{seconds / best[kind]:.2f}x" if name != "decode only" else ""
-        print(f"{name:<22} {ns:>10,.0f} {args.count / seconds:>12,.0f} {ratio:>8}")
-    extra = (best["decode + histogram"] - best["decode + pass"]) / args.count * 1e9
-    print(f"# histogram costs {extra:,.0f} ns/probe more than pass, decoding included")
+        kind = name.split(" + ")[0] + " + pass" if " + " in name else "pass alone"
+        ratio = f"{seconds / best[kind]:.2f}x" if not name.endswith("decode only") else ""
+        print(f"{name:<26} {ns:>10,.0f} {args.count / seconds:>12,.0f} {ratio:>8}")
+    for prefix in ("decode", "native decode"):
+        if f"{prefix} + pass" in best:
+            extra = (best[f"{prefix} + histogram"] - best[f"{prefix} + pass"]) / args.count * 1e9
+            rules = (best[f"{prefix} + pass"] - best[f"{prefix} only"]) / args.count * 1e9
+            print(f"# {prefix}: rules (pass) add {rules:,.0f} ns/probe, histogram {extra:,.0f} ns/probe more than pass")
     return 0
 
 

@@ -7,6 +7,7 @@
 #
 # KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), KAFKA_DIR (<repo>/.kafka),
 # KAFKA_LIBS ($KAFKA_DIR/libs), KAFKA_HEAP (-Xmx512m -Xms256m),
+# KAFKA_JVM_OPTS (the lean flags below; the benchmarks give the JVM's normal JIT and GC),
 # KAFKA_START_TIMEOUT (60 s), KAFKA_CLEAN=1 (down also deletes the data),
 # KAFKA_PYTHON (python3; used for the readiness probe when it has aiokafka),
 # KAFKA_EXTRA_CONFIG (a file of server properties appended to ours: later
@@ -31,8 +32,9 @@ LOG=$DIR/broker-$PORT.log
 CONF=$DIR/server-$PORT.properties
 LOG4J=$DIR/log4j2.properties
 
-# Lean flags: the broker idles in tests, so start-up time is what counts.
-JVM=(-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData -Djava.awt.headless=true)
+# Lean flags: the broker idles in tests, so start-up time is what counts. They cap its speed (C1 only, serial
+# GC): a benchmark sets KAFKA_JVM_OPTS (e.g. to -Djava.awt.headless=true alone) for the normal JIT.
+read -ra JVM <<<"${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData -Djava.awt.headless=true}"
 read -ra HEAP_ARGS <<<"$HEAP"
 
 say() { echo "kafka: $*"; }

@@ -80,7 +80,7 @@ def test_consume_has_the_cluster_options_and_no_producer_ones():
 
 def test_replay_help_names_the_defaults():
     text = run("replay", "--help").output
-    for words in ("pt-probes", "127.0.0.1:9092", "--when-full", "block", "--max-pending", "200000", "Kafka"):
+    for words in ("pt-probes", "127.0.0.1:9092", "--when-full", "block", "--max-pending", "200000", "Kafka", "snappy"):
         assert words in text
 
 
@@ -88,7 +88,7 @@ def test_producer_arguments():
     assert ProducerSettings().producer_options() == {
         "acks": "all",
         "enable_idempotence": True,
-        "compression_type": None,
+        "compression_type": "snappy",
         "max_batch_size": 900 * 1024 + 16 * 1024,
         "max_request_size": 1024 * 1024,
         "linger_ms": 0,

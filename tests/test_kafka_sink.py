@@ -135,6 +135,32 @@ def test_a_blocked_writer_does_not_wait_for_linger():
     assert asyncio.run(run()).records() == records
 
 
+def test_a_full_sink_keeps_filling_open_batches_while_messages_are_in_flight():
+    # at the bound with messages in flight, an acknowledgement makes room: the open batch keeps filling to its
+    # size rather than going out small at every wait
+    records = records_of(400)
+
+    async def run():
+        producer = FakeProducer()
+        sink = sink_of(producer, batch=40, max_pending=100, when_full="block")
+
+        async def write_all():
+            for i in range(0, len(records), 10):
+                await sink.write(records[i : i + 10])
+            await sink.flush()
+
+        writer = asyncio.create_task(write_all())
+        while not writer.done():
+            await settle()
+            producer.ack(1)
+        await sink.close()
+        return producer
+
+    producer = asyncio.run(run())
+    assert producer.records() == records
+    assert [len(decode_message(v, h)) for _, _, v, h in producer.messages] == [40] * 10
+
+
 def test_drop_keeps_the_oldest_and_counts_the_newest():
     records = records_of(25)
 

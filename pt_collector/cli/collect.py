@@ -235,7 +235,9 @@ def collect(
         iface, capture, ring_block_size, ring_blocks, ring_timeout_ms, rcvbuf, program,
         fanout_group=os.getpid() & 0xFFFF if workers > 1 else None, shutdown_timeout_s=shutdown_timeout,
     )  # fmt: skip
-    engine = engine_for(tts_shift)  # once, here: a PTC_ENGINE that names no engine is a usage error, not a worker's
+    engine = engine_for(
+        tts_shift, fmt=kafka["fmt"] if output is None else "json"
+    )  # once, here: a PTC_ENGINE that names no engine is a usage error, not a worker's
     board = StatsBoard(workers, kafka=output is None, engine=engine.name)
     display = Display(
         board, iface, live=sys.stderr.isatty() if stats is None else stats, interval_s=stats_interval,

@@ -113,9 +113,11 @@ def replay(
     files = (*read_files, *files)
     if not files:
         raise click.UsageError("Missing argument 'FILES...': give capture files (or -r FILE).")
-    engine, rules = engine_for(tts_shift), rules_for()
+    rules = rules_for()
+    to_kafka = output is None and kafka_destination(ctx, rules)
+    engine = engine_for(tts_shift, fmt=kafka["fmt"] if to_kafka else "json")
     show_progress = sys.stderr.isatty() if progress is None else progress
-    if output is None and kafka_destination(ctx, rules):
+    if to_kafka:
         _replay_to_kafka(files, engine, rules, show_progress, quiet, count, kafka)
         return
     kafka_given = given_on_command_line(ctx, KAFKA_ONLY_PARAMS)

@@ -34,6 +34,7 @@ CLIENT_ID = "ptc"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+DEFAULT_COMPRESSION = "snappy"  # the fastest end to end in bench/bench_kafka.py (docs/benchmarks.md, Kafka)
 ACKS = ("all", "1", "0")
 CODECS = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4, "zstd": codec.has_zstd}
 REQUEST_OVERHEAD = 64 * 1024  # room for the batch, record and request headers around a value
@@ -141,7 +142,7 @@ class ProducerSettings:
 
     acks: str = "all"
     idempotence: bool | None = None  # None: on when acks is "all"
-    compression: str = "none"
+    compression: str = DEFAULT_COMPRESSION
     max_value_bytes: int = 900 * 1024
 
     def check(self) -> None:

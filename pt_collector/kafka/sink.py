@@ -42,7 +42,7 @@ from ..capture.pcap import Frame
 from ..codec.histogram import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, Histogram
 from ..codec.record import Record
 from .client import Cluster, KafkaUnavailable, ProducerSettings, start_producer
-from .message import Message, MessageBatcher
+from .message import BySource, Message, MessageBatcher
 
 WHEN_FULL = ("block", "drop")
 HEALTH_INTERVAL_S = 2.0
@@ -262,8 +262,14 @@ class KafkaSink:
         await self.write(records)
 
     async def write(self, records: Sequence[Record]) -> None:
-        """Take records; waits while the sink is full (block), or drops the newest (drop)."""
+        """Take records; waits while the sink is full (block), or drops the newest (drop).
+
+        Records that come per source node already encoded (the native engine's) are taken so (SourceGroups):
+        their messages are cut from those bytes, and a batch taken in part is cut source by source.
+        """
         self.start()
+        if isinstance(records, BySource):
+            records = records.by_source()
         await asyncio.sleep(0)  # let the sender and the Kafka client run between batches of decoding
         start = 0
         while start < len(records):
@@ -275,8 +281,9 @@ class KafkaSink:
             elif self.when_full == "drop":
                 self.counters.dropped += len(records) - start
                 return
-            else:
-                self._enqueue(self._batcher.drain())  # no more records come until there is room
+            else:  # wait for room; open batches go out now only if nothing else is on its way to free some
+                if self._held == self._batcher.held:  # (draining them at every wait would cut small messages)
+                    self._enqueue(self._batcher.drain())
                 await self._wait_settled()
 
     async def flush(self) -> None:

@@ -318,9 +318,12 @@ def rules_for() -> Ruleset:
     return rules if rules is not None else Ruleset()
 
 
-def engine_for(tts_shift: Shift, shift_by_source: Mapping[IPv6Network, Shift] | None = None) -> Engine:
+def engine_for(
+    tts_shift: Shift, shift_by_source: Mapping[IPv6Network, Shift] | None = None, fmt: str = "json"
+) -> Engine:
     """The running command's engine (PTC_ENGINE, else native where built), decoding with this TTS shift and these
-    per-source shifts (by default the config file's); a PTC_ENGINE that names no engine is a usage error.
+    per-source shifts (by default the config file's), encoding to `fmt` (Kafka's --format; JSON lines for a
+    file); a PTC_ENGINE that names no engine is a usage error.
 
     A shift given (or `auto`) is checked against the probes (`auto`: learnt), in lines on stderr; the sources
     still learning when the command ends get their verdict then.
@@ -329,7 +332,7 @@ def engine_for(tts_shift: Shift, shift_by_source: Mapping[IPv6Network, Shift] | 
     if shift_by_source is None:
         shift_by_source = ctx.meta.get(_META_SHIFTS) if ctx is not None else None
     try:
-        engine = watching(tts_shift, shift_by_source, _say_shift)
+        engine = watching(tts_shift, shift_by_source, _say_shift, fmt)
     except EngineError as exc:
         raise click.UsageError(str(exc)) from None
     if isinstance(engine, ShiftWatchingEngine) and ctx is not None:

@@ -19,7 +19,8 @@ from typing import Protocol, runtime_checkable
 from ..capture import Captured
 from ..capture.pcap import Frame
 from ..codec.decode import DecodeError, Decoder
-from ..codec.record import EncodedRecords, Record
+from ..codec.record import EncodedRecords, Record, msgpack_decoder
+from ..kafka.message import FORMATS, Group, SourceGroups, array_header
 
 try:
     from .. import _native
@@ -101,24 +102,83 @@ class PythonEngine:
         self.decoder = Decoder(old.tts_shift, by_source)
 
 
+class NativeRecords(EncodedRecords):
+    """The native engine's JSON lines (EncodedRecords), and the same records per source node for Kafka (by_source)."""
+
+    __slots__ = ("_batch",)
+
+    def __init__(self, batch: _native.Batch) -> None:  # no JSON lines copied out of the batch until asked for
+        self._batch = batch
+        self._count = batch.decoded
+        self._records = None
+
+    @property
+    def json_lines(self) -> bytes:  # type: ignore[override]
+        return self._batch.data
+
+    def by_source(self) -> SourceGroups:
+        return source_groups(self._batch)
+
+
+class NativeMsgpackRecords(Sequence[Record]):
+    """The native engine's records encoded as msgpack (for `--format msgpack` into Kafka): per source node for the
+    Kafka sink (by_source), read back as Record objects only when one is asked for (flow rules)."""
+
+    __slots__ = ("_batch", "_records")
+
+    def __init__(self, batch: _native.Batch) -> None:
+        self._batch = batch
+        self._records: list[Record] | None = None
+
+    def __len__(self) -> int:
+        return self._batch.decoded
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]  # int -> Record, slice -> list[Record]
+        if self._records is None:
+            self._records = msgpack_decoder.decode(array_header(self._batch.decoded) + self._batch.data)
+        return self._records[index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def by_source(self) -> SourceGroups:
+        return source_groups(self._batch)
+
+
+def source_groups(batch: _native.Batch) -> SourceGroups:
+    """A native batch's records per source node, as the Kafka messages are cut (no Python object per record)."""
+    return SourceGroups(batch.format, [Group(source, data, ends) for source, data, _, ends in batch.groups(True)])
+
+
 class NativeEngine:
     """The compiled engine (native/, `pt_collector._native`): a batch decoded and encoded in Rust at once.
 
-    Its JSON lines are byte for byte what the pure engine's records encode to (tests/test_native.py). They are
-    handed on as they are (EncodedRecords): a JSON lines file takes them whole, and whatever asks for Record
-    objects (flow rules, Kafka batching) gets them read back with msgspec.
+    Its JSON lines (or msgpack, `fmt`) are byte for byte what the pure engine's records encode to
+    (tests/test_native.py). They are handed on as they are: a JSON lines file takes them whole, a Kafka sink
+    takes them per source node and cuts its messages from them (kafka.message.SourceGroups), and whatever asks
+    for Record objects (flow rules) gets them read back with msgspec.
     """
 
     name = "native"
 
-    def __init__(self, tts_shift: int | None = None, shift_by_source: Mapping[IPv6Network, int] | None = None) -> None:
+    def __init__(
+        self,
+        tts_shift: int | None = None,
+        shift_by_source: Mapping[IPv6Network, int] | None = None,
+        fmt: str = "json",
+    ) -> None:
         if not NATIVE:
             raise EngineError("the native engine is not built here (no Rust toolchain at install): PTC_ENGINE=python")
-        self._decoder = _native.Decoder(tts_shift, shift_by_source or None, "json")
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+        self._decoder = _native.Decoder(tts_shift, shift_by_source or None, fmt)
+        self.records = NativeRecords if fmt == "json" else NativeMsgpackRecords  # a Batch of this engine as records
 
     def decode_batch(self, frames: Sequence[Captured], linktype: int, keep_frames: bool = False) -> Decoded:
         batch = self._decoder.decode_frames(frames, linktype)
-        out = _decoded(batch)
+        out = self._decoded(batch)
         if keep_frames:
             out.frames = [(linktype, *frames[i]) for i in batch.indices()]
         return out
@@ -129,14 +189,13 @@ class NativeEngine:
 
     def decode_block(self, block: memoryview, at: int, count: int, linktype: int) -> tuple[Decoded, int]:
         batch, at = self._decoder.decode_block(block, at, count, linktype)
-        return _decoded(batch), at
+        return self._decoded(batch), at
 
-
-def _decoded(batch: _native.Batch) -> Decoded:
-    out = Decoded(not_pt=batch.not_pt, malformed=Counter(batch.malformed))
-    if batch.decoded:
-        out.records = EncodedRecords(batch.data, batch.decoded)
-    return out
+    def _decoded(self, batch: _native.Batch) -> Decoded:
+        out = Decoded(not_pt=batch.not_pt, malformed=Counter(batch.malformed))
+        if batch.decoded:
+            out.records = self.records(batch)
+        return out
 
 
 class EngineError(ValueError):
@@ -162,8 +221,13 @@ def engine_label() -> str:
         return str(exc)
 
 
-def make_engine(tts_shift: int | None = None, shift_by_source: Mapping[IPv6Network, int] | None = None) -> Engine:
-    """The engine in use (engine_name), decoding with this TTS shift and these per-source shifts."""
+def make_engine(
+    tts_shift: int | None = None, shift_by_source: Mapping[IPv6Network, int] | None = None, fmt: str = "json"
+) -> Engine:
+    """The engine in use (engine_name), decoding with this TTS shift and these per-source shifts.
+
+    `fmt`: how the native engine encodes its records (the Kafka --format; JSON lines for a file).
+    """
     if engine_name() == "native":
-        return NativeEngine(tts_shift, shift_by_source)
+        return NativeEngine(tts_shift, shift_by_source, fmt)
     return PythonEngine(Decoder(tts_shift, shift_by_source))

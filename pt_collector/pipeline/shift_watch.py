@@ -13,6 +13,7 @@ one takes the source as a /128 prefix).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from ipaddress import IPv6Address, IPv6Network
 
 import msgspec
@@ -29,12 +30,15 @@ MAX_SOURCES = 65_536  # sources learnt or checked at most (crafted probes from e
 EngineFactory = Callable[[int | None, Mapping[IPv6Network, int | None]], Engine | SourceShifting]
 
 
-def watching(tts_shift: Shift, shift_by_source: Mapping[IPv6Network, Shift] | None, say: Say) -> Engine:
-    """The engine in use, learning (AUTO) or checking the shifts it is given; no shift at all: the bare engine."""
+def watching(
+    tts_shift: Shift, shift_by_source: Mapping[IPv6Network, Shift] | None, say: Say, fmt: str = "json"
+) -> Engine:
+    """The engine in use (encoding to `fmt`), learning (AUTO) or checking the shifts it is given; no shift at all:
+    the bare engine."""
     prefixes = dict(shift_by_source or {})
     if tts_shift is None and not any(shift is not None for shift in prefixes.values()):
-        return make_engine(None, prefixes or None)  # type: ignore[arg-type]
-    return ShiftWatchingEngine(tts_shift, prefixes, say)
+        return make_engine(None, prefixes or None, fmt)  # type: ignore[arg-type]
+    return ShiftWatchingEngine(tts_shift, prefixes, say, partial(make_engine, fmt=fmt))
 
 
 class ShiftWatchingEngine:
