@@ -17,6 +17,7 @@ from pt_collector.cli.main import main
 from pt_collector.cli.paths import PLOT_HINT
 from pt_collector.codec.encode import ethernet
 from pt_collector.codec.generate import DEFAULT_START_NS, generate
+from pt_collector.codec.record import DelayHistogram, PathHistogram, PathNode
 from pt_collector.codec.wire import LINKTYPE_ETHERNET
 from pt_collector.pipeline.paths import PathTable
 
@@ -201,3 +202,33 @@ def test_path_table_keeps_paths_apart_and_orders_them():
     assert len(rows[0].hop_if_ids) == 2 and len(rows[-1].hop_if_ids) == 1
     assert rows[-1].loss == 0  # session 1 again from sequence 1: older than the latest, not lost
     assert rows[0].quantile(0.0) == min(rows[0].e2e_ns) and rows[0].quantile(1.0) == max(rows[0].e2e_ns)
+
+
+NS_PER_MS = 1_000_000
+
+
+def window(start_ns: int, loss: int, p50_ms: int, p99_ms: int) -> PathHistogram:
+    """A `ptc analyze` window of one path (quantiles p50, p90, p99)."""
+    e2e = DelayHistogram(100, 1, 30 * NS_PER_MS, 1, (100,), (p50_ms * NS_PER_MS, 20 * NS_PER_MS, p99_ms * NS_PER_MS))
+    return PathHistogram(
+        1, "analyze", start_ns, 10**8, PathNode("2001:db8:1::1"), PathNode("2001:db8:e001::1"), (7, 8), 100, loss,
+        (), e2e, (), (), (500, 900, 990), 10_000,
+    )  # fmt: skip
+
+
+@needs_matplotlib
+def test_plot_of_analyze_windows_draws_each_windows_band_and_marks_its_loss(tmp_path):
+    """ptc paths --topic <analyze's output>: a p50-p99 band step per window, a loss mark where a window lost."""
+    table = PathTable()
+    table.add_histograms([window(DEFAULT_START_NS + i * 10**8, 5 if i == 2 else 0, 10 + i, 20 + i) for i in range(4)])
+    (path,) = table.rows()
+    assert [(w.p50_ns, w.p99_ns) for w in path.windows] == [
+        ((10 + i) * NS_PER_MS, (20 + i) * NS_PER_MS) for i in range(4)
+    ]
+    assert list(path.loss_at_ns) == [DEFAULT_START_NS + 2 * 10**8] and list(path.loss_count) == [5]
+    assert table.span_ns() == (DEFAULT_START_NS, DEFAULT_START_NS + 4 * 10**8)
+    figure = paths_plot.plot(table, tmp_path / "windows.png", "a topic")
+    ((_, delays, _),) = rows_of(figure)
+    p50, p99 = (line.get_ydata() for line in delays.lines[:2])
+    assert list(p50) == [10, 10, 11, 11, 12, 12, 13, 13] and list(p99) == [20, 20, 21, 21, 22, 22, 23, 23]
+    assert [t.get_text() for t in delays.texts] == ["5 lost"]

@@ -28,7 +28,7 @@ def plot(table: PathTable, out: Path, source: str) -> Any:
     """Draw the paths of `table` into `out` (PNG, SVG, PDF by its suffix); the matplotlib Figure (for tests)."""
     from matplotlib.figure import Figure
 
-    rows = [path for path in table.rows() if path.e2e_ns or path.window_p99][:PLOT_PATHS_MAX]
+    rows = [path for path in table.rows() if path.e2e_ns or path.windows][:PLOT_PATHS_MAX]
     span = table.span_ns() or (0, 1)
     figure = Figure(figsize=(14, 1.0 + ROW_INCHES * max(1, len(rows))), layout="constrained")
     figure.suptitle(_title(table, rows, span, source), fontsize="large", fontweight="bold")
@@ -94,10 +94,14 @@ def _path_title(path: PathStats) -> str:
 
 
 def _delay_over_time(axes: Any, path: PathStats, span: tuple[int, int], color: str) -> None:
-    if not path.e2e_ns:  # path histograms from Kafka: the p99 of each window
-        windows = sorted(path.window_p99)
-        axes.step([_when(t) for t, _ in windows], [d / NS_PER_MS for _, d in windows], where="post", color=color,
-                  label="p99 per window")  # fmt: skip
+    if not path.e2e_ns:  # path histograms from Kafka: each window's p50-p99, as steps over the window
+        windows = sorted(path.windows)
+        edges = [_when(t) for w in windows for t in (w.start_ns, w.end_ns)]
+        p50 = [ms for w in windows for ms in 2 * [(w.p99_ns if w.p50_ns is None else w.p50_ns) / NS_PER_MS]]
+        p99 = [ms for w in windows for ms in 2 * [w.p99_ns / NS_PER_MS]]
+        axes.fill_between(edges, p50, p99, color=color, alpha=0.3, linewidth=0, label="p50-p99 band per window")
+        axes.plot(edges, p50, color=color, linewidth=1.6, label="p50")
+        axes.plot(edges, p99, color=color, linewidth=0.8, linestyle="--", label="p99")
     else:
         times = [_when(t) for t in path.times_ns]
         axes.scatter(times, [d / NS_PER_MS for d in path.e2e_ns], s=1.5, color="0.55", alpha=0.35, linewidths=0,

@@ -13,9 +13,19 @@ import math
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..codec.record import PathHistogram, Record
 from .path_histogram import PathKey, SessionGaps, path_key, probe_time
+
+
+class Window(NamedTuple):
+    """One path histogram's window: its span and end-to-end quantiles (p50 may be missing)."""
+
+    start_ns: int
+    end_ns: int
+    p50_ns: int | None
+    p99_ns: int
 
 
 @dataclass
@@ -29,7 +39,7 @@ class PathStats:
     e2e_ns: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]
     _sorted: list[int] | None = field(default=None, repr=False)
     worst_ns: dict[int, int] = field(default_factory=dict)  # path histograms: quantile (1/1000) -> worst window's
-    window_p99: list[tuple[int, int]] = field(default_factory=list)  # path histograms: (window start, its p99)
+    windows: list[Window] = field(default_factory=list)  # path histograms: each window's span and quantiles
     loss_at_ns: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]  # probes after a gap
     loss_count: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]  # how many before each
     hop_ns: list[array] = field(default_factory=list)  # type: ignore[type-arg]  # per leg (source->1st, .., ->sink)
@@ -100,12 +110,15 @@ class PathTable:
             for level, value in levels.items():
                 if value is not None:
                     path.worst_ns[level] = max(value, path.worst_ns.get(level, value))
-            if 990 in levels and levels[990] is not None:
-                path.window_p99.append((h.start_ns, levels[990]))
+            if levels.get(990) is not None:
+                path.windows.append(Window(h.start_ns, h.start_ns + h.interval_ns, levels.get(500), levels[990]))
+            if h.loss:  # marked where its window starts
+                path.loss_at_ns.append(h.start_ns)
+                path.loss_count.append(h.loss)
 
     def span_ns(self) -> tuple[int, int] | None:
         """The first and last probe time of any path (None: no probe with a time)."""
-        times = [t for path in self.paths.values() for t in (path.times_ns or [s for s, _ in path.window_p99])]
+        times = [t for path in self.paths.values() for t in (path.times_ns or _window_edges(path.windows))]
         return (min(times), max(times)) if times else None
 
     def rows(self) -> list[PathStats]:
@@ -155,3 +168,7 @@ def bands(times_ns: Sequence[int], delays_ns: Sequence[int], start_ns: int, end_
 def rank(sorted_values: Sequence[int], q: float) -> int:
     """The value at quantile q of sorted values (nearest rank)."""
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def _window_edges(windows: list[Window]) -> list[int]:
+    return [t for w in windows for t in (w.start_ns, w.end_ns)]
