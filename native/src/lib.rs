@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod core;
+mod encode;
 pub mod pcap;
 pub mod tts;
 pub mod walk;
