@@ -28,6 +28,8 @@ const TLV_PAD1: u8 = 0;
 const TLV_PT: u8 = 128;
 const PT_TLV_LEN: u8 = 14;
 const IPV6_HEADER: usize = 40;
+/// Options of one length checked at once (see hbh_pt_option).
+const RUN: usize = 8;
 
 /// Why a walk stopped without a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,15 @@ pub struct Shape {
 
 fn ext_header(nh: u8) -> bool {
     matches!(nh, NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_FRAGMENT | NH_AH)
+}
+
+/// The size of the extension header `nh` whose second byte is `len`.
+fn ext_len(nh: u8, len: u8) -> usize {
+    match nh {
+        NH_FRAGMENT => 8,
+        NH_AH => (len as usize + 2) * 4,
+        _ => (len as usize + 1) * 8,
+    }
 }
 
 struct Walk<'a> {
@@ -141,13 +152,19 @@ impl Walk<'_> {
 
     fn ext_size(&self, nh: u8, pos: usize, end: usize, layer: &'static str) -> Step<usize> {
         self.need(pos, 2, end, layer, "header runs past the packet")?;
-        let size = match nh {
-            NH_FRAGMENT => 8,
-            NH_AH => (self.u8(pos + 1) as usize + 2) * 4,
-            _ => (self.u8(pos + 1) as usize + 1) * 8,
-        };
+        let size = ext_len(nh, self.u8(pos + 1));
         self.need(pos, size, end, layer, "header runs past the packet")?;
         Ok(size)
+    }
+
+    /// The header after the extension header `nh` at `pos`, when it is not an SRH (`srh_too`: nor an SRH) and
+    /// every check of the walk would pass on it: the fast way past long chains (a hostile frame's, say).
+    fn plain_ext(&self, nh: u8, pos: usize, avail: usize, srh_too: bool) -> Option<(u8, usize)> {
+        if pos + 8 > avail || (!srh_too && nh == NH_ROUTING && self.u8(pos + 2) == ROUTING_TYPE_SRH) {
+            return None;
+        }
+        let size = ext_len(nh, self.u8(pos + 1));
+        (pos + size <= avail).then(|| (self.u8(pos), pos + size))
     }
 
     fn hbh_pt_option(&mut self, pos: usize, end: usize) -> Step<Option<(usize, usize)>> {
@@ -155,15 +172,50 @@ impl Walk<'_> {
         let hbh_end = pos + (self.u8(pos + 1) as usize + 1) * 8;
         let mut stack: Option<(usize, usize)> = None;
         let mut p = pos + 2;
+        let avail = end.min(self.size);
+        let f = self.f;
+        let readable = &f[..avail.min(hbh_end)];
         while p < hbh_end {
-            self.need(pos, p + 1 - pos, end, "hbh", "header runs past the packet")?;
-            let opt_type = self.u8(p);
+            // the fast way past options every check passes on (a hostile frame's hundreds): all but the PT option
+            while let Some(&[opt_type, opt_len]) = readable.get(p..p + 2) {
+                if opt_type == OPT_PAD1 {
+                    p += 1;
+                    continue;
+                }
+                let step = 2 + opt_len as usize;
+                if opt_type == OPT_PT || p + step > hbh_end {
+                    break;
+                }
+                // A run of options of one length (a flood's shape) is checked RUN at a time: each option's place
+                // follows from the first one's, so the reads do not wait on each other as a walk's do.
+                if let Some(run) = readable.get(p..p + RUN * step) {
+                    let alike = |j: usize| {
+                        let t = run[j * step];
+                        t != OPT_PAD1 && t != OPT_PT && run[j * step + 1] == opt_len
+                    };
+                    if (1..RUN).all(alike) {
+                        p += RUN * step;
+                        continue;
+                    }
+                }
+                p += step;
+            }
+            if p >= hbh_end {
+                break;
+            }
+            if p + 2 > avail {
+                // near the end of what can be read: the checks in decode.py's order (one fails, or a last Pad1)
+                self.need(pos, p + 1 - pos, end, "hbh", "header runs past the packet")?;
+                if f[p] != OPT_PAD1 {
+                    self.need(pos, p + 2 - pos, end, "hbh", "header runs past the packet")?;
+                }
+            }
+            let opt_type = f[p];
             if opt_type == OPT_PAD1 {
                 p += 1;
                 continue;
             }
-            self.need(pos, p + 2 - pos, end, "hbh", "header runs past the packet")?;
-            let opt_len = self.u8(p + 1) as usize;
+            let opt_len = f[p + 1] as usize;
             if opt_type == OPT_PT && stack.is_none() {
                 self.claimed = true;
                 if !opt_len.is_multiple_of(MCD_SIZE) {
@@ -228,7 +280,12 @@ impl Walk<'_> {
         shape.stack = stack;
         let mut nh = self.u8(pos);
         pos += self.ext_size(NH_HOP_BY_HOP, pos, end, "hbh")?;
+        let avail = end.min(self.size);
         while ext_header(nh) {
+            if let Some(next) = self.plain_ext(nh, pos, avail, false) {
+                (nh, pos) = next;
+                continue;
+            }
             if self.is_srh(nh, pos, end, "srh")? {
                 let (first, count, tlv, _) = self.srh(pos, end, "srh")?;
                 let Some(tlv) = tlv else {
@@ -259,7 +316,12 @@ impl Walk<'_> {
         }
         let mut sink_tlv: Option<usize> = None;
         let mut pos = off + IPV6_HEADER;
+        let avail = end.min(self.size);
         while ext_header(nh) {
+            if let Some(next) = self.plain_ext(nh, pos, avail, sink_tlv.is_some()) {
+                (nh, pos) = next;
+                continue;
+            }
             let size;
             if sink_tlv.is_none() && self.is_srh(nh, pos, end, "outer-srh")? {
                 let (first, count, tlv, srh_size) = self.srh(pos, end, "outer-srh")?;
