@@ -3,13 +3,17 @@
 
     python bench/bench_decode.py [--count 300000] [--repeat 3] [--tts-shift 18]
 
-Typical encapsulated probes (5 MCDs, 3 segments, 4 sources) are generated
-once into bench/out/. Three figures per decoder, best of --repeat:
-  replay   `ptc replay --output /dev/null`: read pcap, decode, JSON lines out
+Realistic encapsulated probes (5 MCDs, 3 segments, --sources source nodes,
+each on its own ECMP path) are generated once into bench/out/. Figures per
+decoder, best of --repeat, interleaved, all in CPU time (time.process_time,
+and getrusage for the commands, start-up included):
+  replay   the replay pipeline in process: read pcap, decode, JSON lines to /dev/null
   decode   decoding only, over frames already in memory
-and, for ptc, the `ptc replay` command itself, pinned to one core, and the
-two stages around decoding on their own (reading the pcap, encoding JSON).
-The records of both decoders are compared first: equal work, or no figure.
+  command  `ptc replay FILE --output /dev/null` itself, pinned to one core, per engine
+and the stages around decoding on their own (reading the pcap in Python,
+encoding JSON with msgspec, the command's start-up: `ptc replay` of a
+one-probe file). The records of both decoders are compared first: equal
+work, or no figure.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import asyncio
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -54,41 +59,48 @@ def capture(count: int, sources: int = 4, name: str = "decode") -> Path:
 
 def replay_rate(path: Path, engine: Engine) -> float:
     with open(os.devnull, "wb") as out:
+        started = time.process_time()
         stats = asyncio.run(replay([path], engine, JsonLinesSink(out)))
-    return stats.probes / stats.elapsed_s
+        return stats.probes / (time.process_time() - started)
 
 
 def decode_rate(frames: list[tuple[int, int, bytes]], decoder: object) -> float:
     decode = decoder.decode  # type: ignore[attr-defined]
-    started = time.perf_counter()
+    started = time.process_time()
     for linktype, capture_ns, frame in frames:
         decode(frame, capture_ns, linktype)
-    return len(frames) / (time.perf_counter() - started)
+    return len(frames) / (time.process_time() - started)
 
 
 def read_rate(path: Path) -> float:
-    started = time.perf_counter()
+    started = time.process_time()
     count = sum(1 for _ in read_capture(path))
-    return count / (time.perf_counter() - started)
+    return count / (time.process_time() - started)
 
 
 def json_rate(records: list) -> float:
-    started = time.perf_counter()
+    started = time.process_time()
     for i in range(0, len(records), 1024):
         to_json_lines(records[i : i + 1024])
-    return len(records) / (time.perf_counter() - started)
+    return len(records) / (time.process_time() - started)
 
 
-def cli_rate(path: Path, count: int, tts_shift: int | None, engine: str) -> float:
+def cli_seconds(path: Path, tts_shift: int | None, engine: str) -> float:
+    """CPU seconds (user + system) of `ptc replay PATH --output /dev/null`, start-up included, on one core."""
     ptc = shutil.which("ptc") or str(Path(sys.executable).parent / "ptc")
     cmd = [ptc, "replay", str(path), "--output", "/dev/null", "--quiet", "--no-progress"]
     if tts_shift is not None:
         cmd += ["--tts-shift", str(tts_shift)]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
-    started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, env=dict(os.environ, PTC_ENGINE=engine))
-    return count / (time.perf_counter() - started)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def cli_rate(path: Path, count: int, tts_shift: int | None, engine: str) -> float:
+    return count / cli_seconds(path, tts_shift, engine)
 
 
 def main() -> int:
@@ -107,7 +119,9 @@ def main() -> int:
             sys.exit("the decoders disagree: no figures")
 
     records = [ours.decode(frame, capture_ns, linktype) for linktype, capture_ns, frame in frames]
+    one = capture(1, 1, "decode-1")
     best: dict[str, float] = {}
+    startup: dict[str, float] = {}
     for _ in range(args.repeat):  # interleaved, so drift on a shared machine hits both
         runs = [
             ("ptc replay (in process)", replay_rate(path, PythonEngine(Decoder(args.tts_shift)))),
@@ -125,10 +139,13 @@ def main() -> int:
             ]
         for name, rate in runs:
             best[name] = max(best.get(name, 0.0), rate)
+        for engine in ("native", "python") if NATIVE else ("python",):
+            seconds = cli_seconds(one, args.tts_shift, engine)
+            startup[engine] = min(startup.get(engine, seconds), seconds)
 
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
-    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
+    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, CPU time")
     print(f"# {args.count:,} encapsulated probes (5 MCDs, 3 segments), tts-shift {args.tts_shift}")
     print(f"# best of {args.repeat}, interleaved")
     for name, rate in best.items():
@@ -136,9 +153,15 @@ def main() -> int:
     replay_ratio = best["ptc replay (in process)"] / best["baseline replay (in process)"]
     print(f"{'ratio replay (ptc / baseline)':<34} {replay_ratio:>12.1f} x")
     print(f"{'ratio decode (ptc / baseline)':<34} {best['ptc decode only'] / best['baseline decode only']:>12.1f} x")
+    for engine, seconds in startup.items():
+        print(f"{'start-up: ' + engine + ' `ptc replay` of 1 probe':<34} {seconds:>12.3f} s CPU")
     if NATIVE:
         native_ratio = best["native replay (in process)"] / best["baseline replay (in process)"]
         print(f"{'ratio replay (native / baseline)':<34} {native_ratio:>12.1f} x")
+        command_ratio = best["native `ptc replay -o /dev/null`"] / best["baseline replay (in process)"]
+        print(f"{'ratio command (native / baseline)':<34} {command_ratio:>12.1f} x")
+        rest = args.count / best["native `ptc replay -o /dev/null`"] - startup["native"]
+        print(f"{'native command less its start-up':<34} {args.count / rest:>12,.0f} probes/s")
     return 0
 
 

@@ -34,6 +34,8 @@ class Batch:
     def indices(self) -> list[int]:
         """For each record, the index of its frame in this call's input."""
     def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview:
+        """`memoryview(batch)`: the bytes of `data` without a copy (read-only; the view keeps the batch alive)."""
 
 class CaptureReader:
     """The read position in one pcap or pcapng file: what its headers said, and the offset reached."""

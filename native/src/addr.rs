@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::encode::BLOCK;
+
 /// Python 3.13 writes IPv4-mapped addresses as `::ffff:1.2.3.4`; 3.11 and 3.12 as `::ffff:102:304`.
 /// The module sets this at import from what the running interpreter does.
 pub static MAPPED_DOTTED: AtomicBool = AtomicBool::new(false);
@@ -72,46 +74,70 @@ pub fn write(out: &mut Vec<u8>, a: &[u8; 16]) {
     }
 }
 
-/// A bounded direct-mapped cache of address texts: probes repeat a few addresses again and again.
+/// A bounded cache of address texts: probes repeat a few addresses again and again.
+///
+/// Open addressing: an address lives in one of the `WAYS` slots from its hash on, so a few thousand
+/// addresses fit without evicting each other, and more than fit replace the slot at their hash (work
+/// stays bounded, the cache only misses more). A slot is one cache line: the address and its text in a
+/// block of `BLOCK` bytes, the text's length in the block's last byte (0: a free slot), so the writer
+/// copies the block whole and keeps the text's length.
 pub struct Cache {
-    slots: Vec<([u8; 16], u8, [u8; 39])>,
-    used: Vec<bool>,
-    recent: Vec<bool>, // per set: the first way was used last
+    slots: Vec<Slot>,
 }
 
-const SLOTS: usize = 4096;
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Slot {
+    addr: [u8; 16],
+    text: [u8; BLOCK],
+}
+
+const SLOTS: usize = 8192;
+const WAYS: usize = 8;
+const LEN: usize = BLOCK - 1;
 
 impl Default for Cache {
     fn default() -> Self {
-        Cache { slots: vec![([0; 16], 0, [0; 39]); SLOTS], used: vec![false; SLOTS], recent: vec![false; SLOTS / 2] }
+        Cache { slots: vec![Slot { addr: [0; 16], text: [0; BLOCK] }; SLOTS + WAYS] }
     }
 }
 
 impl Cache {
-    /// The text of the address `a` (two ways per set: a probe's 4 to 8 addresses rarely evict each other).
-    pub fn text(&mut self, a: &[u8; 16]) -> &[u8] {
-        let x = u128::from_ne_bytes(*a);
-        let mixed = (x as u64 ^ (x >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let set = (mixed >> 51) as usize & (SLOTS - 2);
-        let i = if self.used[set] && self.slots[set].0 == *a {
-            set
-        } else if self.used[set + 1] && self.slots[set + 1].0 == *a {
-            set + 1
-        } else {
-            // the way not used last time is replaced
-            let i = if self.recent[set / 2] { set + 1 } else { set };
-            let mut text = Vec::with_capacity(39);
-            write(&mut text, a);
-            let slot = &mut self.slots[i];
-            slot.0 = *a;
-            slot.1 = text.len() as u8;
-            slot.2[..text.len()].copy_from_slice(&text);
-            self.used[i] = true;
-            i
-        };
-        self.recent[set / 2] = i == set;
-        let slot = &self.slots[i];
-        &slot.2[..slot.1 as usize]
+    /// The text of the address `a`: the first `len` bytes of the block.
+    #[inline]
+    pub fn text(&mut self, a: &[u8; 16]) -> (&[u8; BLOCK], usize) {
+        let x = u128::from_le_bytes(*a);
+        // both halves mixed into every bit, the slot from the top bits
+        let h = (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((x >> 64) as u64);
+        let h = (h ^ h >> 32).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        let home = (h >> 51) as usize; // 0..8192
+        let mut i = home;
+        loop {
+            let slot = &self.slots[i];
+            if slot.text[LEN] == 0 {
+                break; // a free slot: the address is not here
+            }
+            if slot.addr == *a {
+                return (&self.slots[i].text, self.slots[i].text[LEN] as usize);
+            }
+            i += 1;
+            if i == home + WAYS {
+                i = home; // every way taken: the address replaces the one at its home
+                break;
+            }
+        }
+        self.fill(i, a)
+    }
+
+    #[inline(never)]
+    fn fill(&mut self, i: usize, a: &[u8; 16]) -> (&[u8; BLOCK], usize) {
+        let mut text = Vec::with_capacity(BLOCK);
+        write(&mut text, a);
+        let slot = &mut self.slots[i];
+        slot.addr = *a;
+        slot.text[..text.len()].copy_from_slice(&text);
+        slot.text[LEN] = text.len() as u8; // at most 39: the last byte is free
+        (&slot.text, text.len())
     }
 }
 
@@ -146,11 +172,26 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_holds_thousands_and_stays_right_past_that() {
+        let mut cache = Cache::default();
+        for round in 0..3 {
+            for n in 0..20_000u32 {
+                let mut a = parse("2001:db8::");
+                a[8..12].copy_from_slice(&n.to_be_bytes());
+                let expected = text(a);
+                let (block, len) = cache.text(&a);
+                assert_eq!(&block[..len], expected.as_bytes(), "{round} {n}");
+            }
+        }
+    }
+
+    #[test]
     fn the_cache_gives_the_same_text() {
         let mut cache = Cache::default();
         for _ in 0..2 {
             for s in ["2001:db8::1", "fc00::a:b", "2001:db8::1"] {
-                assert_eq!(cache.text(&parse(s)), s.as_bytes());
+                let (block, len) = cache.text(&parse(s));
+                assert_eq!(&block[..len], s.as_bytes());
             }
         }
     }

@@ -5,17 +5,20 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::addr;
+use crate::encode::{append, bound, key, Cursor, Json, Msgpack, Secs, Writer};
 use crate::tts::{midpoint_times, MAX_SHIFT};
 use crate::walk::{walk, Shape, Stop, MCD_SIZE};
 
 /// A field of a map: JSON writes `,"name":` (no comma for the first) in one copy, msgpack the key.
 macro_rules! field {
-    ($w:ty, $out:expr, first $name:literal) => {
-        <$w>::field($out, $name, concat!("\"", $name, "\":").as_bytes())
-    };
-    ($w:ty, $out:expr, $name:literal) => {
-        <$w>::field($out, $name, concat!(",\"", $name, "\":").as_bytes())
-    };
+    ($w:ty, $c:expr, first $name:literal) => {{
+        const KEY: [u8; $name.len() + 1] = key($name);
+        <$w>::field($c, concat!("\"", $name, "\":").as_bytes(), &KEY)
+    }};
+    ($w:ty, $c:expr, $name:literal) => {{
+        const KEY: [u8; $name.len() + 1] = key($name);
+        <$w>::field($c, concat!(",\"", $name, "\":").as_bytes(), &KEY)
+    }};
 }
 
 const NS_PER_S: i64 = 1_000_000_000;
@@ -60,8 +63,8 @@ pub struct Output {
     pub data: Vec<u8>,
     /// Per record: (group, end offset in `data`, index of its frame in the input).
     pub records: Vec<(u32, u32, u32)>,
-    /// Per source node in first-seen order: (address, address text, record count).
-    pub groups: Vec<([u8; 16], String, u32)>,
+    /// Per source node in first-seen order: (address, record count); `source_text` gives its text.
+    pub groups: Vec<([u8; 16], u32)>,
     group_of: HashMap<[u8; 16], u32, BuildHasherDefault<AddressHasher>>,
     pub frames: u64,
     pub not_pt: u64,
@@ -114,11 +117,16 @@ impl Output {
             return *g;
         }
         let g = self.groups.len() as u32;
-        let mut text = Vec::with_capacity(39);
-        addr::write(&mut text, src);
-        self.groups.push((*src, String::from_utf8(text).expect("ASCII"), 0));
+        self.groups.push((*src, 0));
         self.group_of.insert(*src, g);
         g
+    }
+
+    /// The text of group `g`'s source address (made when asked: most batches never need it).
+    pub fn source_text(&self, g: usize) -> String {
+        let mut text = Vec::with_capacity(39);
+        addr::write(&mut text, &self.groups[g].0);
+        String::from_utf8(text).expect("ASCII")
     }
 }
 
@@ -129,6 +137,7 @@ pub struct Core {
     sources: crate::source_shift::SourceShifts,
     pub format: Format,
     addresses: addr::Cache,
+    secs: Secs,
     tts: Vec<u8>,
     times: Vec<Option<i64>>,
 }
@@ -164,6 +173,7 @@ impl Core {
             sources: Default::default(),
             format,
             addresses: addr::Cache::default(),
+            secs: Secs::default(),
             tts: Vec::with_capacity(16),
             times: Vec::with_capacity(16),
         })
@@ -191,14 +201,12 @@ impl Core {
             Ok(shape) => {
                 let src = addr16(frame, shape.probe + 8);
                 let group = out.group(src);
-                out.groups[group as usize].2 += 1;
-                let mut data = std::mem::take(&mut out.data);
+                out.groups[group as usize].1 += 1;
                 match self.format {
-                    Format::Json => self.record::<Json>(&mut data, frame, &shape, capture_ns),
-                    Format::Msgpack => self.record::<Msgpack>(&mut data, frame, &shape, capture_ns),
+                    Format::Json => self.record::<Json>(&mut out.data, frame, &shape, capture_ns),
+                    Format::Msgpack => self.record::<Msgpack>(&mut out.data, frame, &shape, capture_ns),
                 }
-                out.records.push((group, data.len() as u32, index));
-                out.data = data;
+                out.records.push((group, out.data.len() as u32, index));
             }
             Err(Stop::NotPt) => out.not_pt += 1,
             Err(Stop::Malformed(layer, reason)) => out.count_malformed(layer, reason),
@@ -231,211 +239,95 @@ impl Core {
             timed = true;
         }
 
-        W::map(out, 13);
-        field!(W, out, first "v");
-        W::uint(out, SCHEMA_VERSION as u64);
-        field!(W, out, "capture_ns");
-        W::uint(out, capture_ns);
-        field!(W, out, "session_id");
-        W::uint(out, session as u64);
-        field!(W, out, "sequence");
-        W::uint(out, sequence as u64);
-        field!(W, out, "src");
-        self.node::<W>(out, src, word, if src_known { src_ns } else { 0 });
-        field!(W, out, "sink");
-        match sink {
-            Some((sink_word, sink_ns, sink_addr)) => self.node::<W>(out, sink_addr, sink_word, sink_ns),
-            None => W::null(out),
-        }
-        field!(W, out, "dst");
-        self.address::<W>(out, addr16(f, p + 24));
-        field!(W, out, "segments");
-        let (first, n) = shape.segments;
-        W::array(out, n);
-        for i in (0..n).rev() {
-            self.address::<W>(out, addr16(f, first + 16 * i));
-            if i > 0 {
-                W::sep(out);
+        let (addresses, secs, times) = (&mut self.addresses, &mut self.secs, &self.times);
+        let room = bound(shape.segments.1, count);
+        append(out, room, secs, |c| unsafe {
+            // SAFETY: `room` is `bound` for this record's segments and hops, as `append` needs.
+            W::map(c, 13);
+            field!(W, c, first "v");
+            W::uint(c, SCHEMA_VERSION as u64);
+            field!(W, c, "capture_ns");
+            W::time_u(c, capture_ns);
+            field!(W, c, "session_id");
+            W::uint(c, session as u64);
+            field!(W, c, "sequence");
+            W::uint(c, sequence as u64);
+            field!(W, c, "src");
+            node::<W>(c, addresses, src, word, if src_known { src_ns } else { 0 });
+            field!(W, c, "sink");
+            match sink {
+                Some((sink_word, sink_ns, sink_addr)) => node::<W>(c, addresses, sink_addr, sink_word, sink_ns),
+                None => W::null(c),
             }
-        }
-        W::end_array(out);
-        field!(W, out, "hops");
-        W::array(out, count);
-        for (k, i) in (0..count).rev().enumerate() {
-            let m = &stack[i * MCD_SIZE..i * MCD_SIZE + MCD_SIZE];
-            W::map(out, 4);
-            field!(W, out, first "if_id");
-            W::uint(out, ((m[0] as u64) << 4) | (m[1] as u64 >> 4));
-            field!(W, out, "if_load");
-            W::uint(out, m[1] as u64 & 0xF);
-            field!(W, out, "tts");
-            W::uint(out, m[2] as u64);
-            field!(W, out, "time_ns");
-            match if timed { self.times[k] } else { None } {
-                Some(t) => W::int(out, t),
-                None => W::null(out),
+            field!(W, c, "dst");
+            address::<W>(c, addresses, addr16(f, p + 24));
+            field!(W, c, "segments");
+            let (first, n) = shape.segments;
+            W::array(c, n);
+            for i in (0..n).rev() {
+                address::<W>(c, addresses, addr16(f, first + 16 * i));
+                if i > 0 {
+                    W::sep(c);
+                }
             }
-            W::end_map(out);
-            if i > 0 {
-                W::sep(out);
+            W::end_array(c);
+            field!(W, c, "hops");
+            W::array(c, count);
+            for (k, i) in (0..count).rev().enumerate() {
+                let m = &stack[i * MCD_SIZE..i * MCD_SIZE + MCD_SIZE];
+                W::map(c, 4);
+                field!(W, c, first "if_id");
+                W::uint(c, ((m[0] as u64) << 4) | (m[1] as u64 >> 4));
+                field!(W, c, "if_load");
+                W::uint(c, m[1] as u64 & 0xF);
+                field!(W, c, "tts");
+                W::uint(c, m[2] as u64);
+                field!(W, c, "time_ns");
+                match if timed { times[k] } else { None } {
+                    Some(t) => W::time(c, t),
+                    None => W::null(c),
+                }
+                W::end_map(c);
+                if i > 0 {
+                    W::sep(c);
+                }
             }
-        }
-        W::end_array(out);
-        field!(W, out, "e2e_ns");
-        match sink {
-            Some((_, sink_ns, _)) if src_known => W::int(out, sink_ns - src_ns),
-            _ => W::null(out),
-        }
-        field!(W, out, "traffic_class");
-        W::uint(out, (vtcfl >> 20 & 0xFF) as u64);
-        field!(W, out, "flow_label");
-        W::uint(out, (vtcfl & 0xFFFFF) as u64);
-        field!(W, out, "hop_limit");
-        W::uint(out, f[p + 7] as u64);
-        W::end_map(out);
-        W::end_record(out);
-    }
-
-    fn node<W: Writer>(&mut self, out: &mut Vec<u8>, a: &[u8; 16], word: u16, time_ns: i64) {
-        W::map(out, 4);
-        field!(W, out, first "addr");
-        self.address::<W>(out, a);
-        field!(W, out, "if_id");
-        W::uint(out, (word >> 4) as u64);
-        field!(W, out, "if_load");
-        W::uint(out, (word & 0xF) as u64);
-        field!(W, out, "time_ns");
-        W::int(out, time_ns);
-        W::end_map(out);
-    }
-
-    fn address<W: Writer>(&mut self, out: &mut Vec<u8>, a: &[u8; 16]) {
-        W::str(out, self.addresses.text(a));
+            W::end_array(c);
+            field!(W, c, "e2e_ns");
+            match sink {
+                Some((_, sink_ns, _)) if src_known => W::int(c, sink_ns - src_ns),
+                _ => W::null(c),
+            }
+            field!(W, c, "traffic_class");
+            W::uint(c, (vtcfl >> 20 & 0xFF) as u64);
+            field!(W, c, "flow_label");
+            W::uint(c, (vtcfl & 0xFFFFF) as u64);
+            field!(W, c, "hop_limit");
+            W::uint(c, f[p + 7] as u64);
+            W::end_map(c);
+            W::end_record(c);
+        });
     }
 }
 
-/// One encoding's syntax. The record writer calls the same sequence for both; each writes what it needs.
-trait Writer {
-    fn map(out: &mut Vec<u8>, n: usize);
-    fn end_map(out: &mut Vec<u8>);
-    /// A map's field name: `json` is its JSON text with the comma before it, if any.
-    fn field(out: &mut Vec<u8>, name: &'static str, json: &'static [u8]);
-    fn sep(out: &mut Vec<u8>);
-    fn array(out: &mut Vec<u8>, n: usize);
-    fn end_array(out: &mut Vec<u8>);
-    fn uint(out: &mut Vec<u8>, v: u64);
-    fn int(out: &mut Vec<u8>, v: i64);
-    fn null(out: &mut Vec<u8>);
-    /// A string that needs no escaping (an address).
-    fn str(out: &mut Vec<u8>, s: &[u8]);
-    fn end_record(out: &mut Vec<u8>);
+/// A node (source or sink) as a map.
+unsafe fn node<W: Writer>(c: &mut Cursor, addresses: &mut addr::Cache, a: &[u8; 16], word: u16, time_ns: i64) {
+    W::map(c, 4);
+    field!(W, c, first "addr");
+    address::<W>(c, addresses, a);
+    field!(W, c, "if_id");
+    W::uint(c, (word >> 4) as u64);
+    field!(W, c, "if_load");
+    W::uint(c, (word & 0xF) as u64);
+    field!(W, c, "time_ns");
+    W::time(c, time_ns);
+    W::end_map(c);
 }
 
-struct Json;
-
-impl Writer for Json {
-    fn map(out: &mut Vec<u8>, _: usize) {
-        out.push(b'{');
-    }
-    fn end_map(out: &mut Vec<u8>) {
-        out.push(b'}');
-    }
-    fn field(out: &mut Vec<u8>, _: &'static str, json: &'static [u8]) {
-        out.extend_from_slice(json);
-    }
-    fn sep(out: &mut Vec<u8>) {
-        out.push(b',');
-    }
-    fn array(out: &mut Vec<u8>, _: usize) {
-        out.push(b'[');
-    }
-    fn end_array(out: &mut Vec<u8>) {
-        out.push(b']');
-    }
-    fn uint(out: &mut Vec<u8>, v: u64) {
-        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-    }
-    fn int(out: &mut Vec<u8>, v: i64) {
-        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-    }
-    fn null(out: &mut Vec<u8>) {
-        out.extend_from_slice(b"null");
-    }
-    fn str(out: &mut Vec<u8>, s: &[u8]) {
-        out.push(b'"');
-        out.extend_from_slice(s);
-        out.push(b'"');
-    }
-    fn end_record(out: &mut Vec<u8>) {
-        out.push(b'\n');
-    }
-}
-
-/// msgpack as msgspec writes it: a Struct as a map of its fields, integers in their shortest form.
-struct Msgpack;
-
-impl Writer for Msgpack {
-    fn map(out: &mut Vec<u8>, n: usize) {
-        debug_assert!(n < 16);
-        out.push(0x80 | n as u8);
-    }
-    fn end_map(_: &mut Vec<u8>) {}
-    fn field(out: &mut Vec<u8>, name: &'static str, _: &'static [u8]) {
-        debug_assert!(name.len() < 32);
-        out.push(0xa0 | name.len() as u8);
-        out.extend_from_slice(name.as_bytes());
-    }
-    fn sep(_: &mut Vec<u8>) {}
-    fn array(out: &mut Vec<u8>, n: usize) {
-        array_header(out, n);
-    }
-    fn end_array(_: &mut Vec<u8>) {}
-    fn uint(out: &mut Vec<u8>, v: u64) {
-        if v < 128 {
-            out.push(v as u8);
-        } else if v <= 0xFF {
-            out.extend_from_slice(&[0xcc, v as u8]);
-        } else if v <= 0xFFFF {
-            out.push(0xcd);
-            out.extend_from_slice(&(v as u16).to_be_bytes());
-        } else if v <= 0xFFFF_FFFF {
-            out.push(0xce);
-            out.extend_from_slice(&(v as u32).to_be_bytes());
-        } else {
-            out.push(0xcf);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-    }
-    fn int(out: &mut Vec<u8>, v: i64) {
-        if v >= 0 {
-            Self::uint(out, v as u64);
-        } else if v >= -32 {
-            out.push(v as i8 as u8);
-        } else if v >= -128 {
-            out.extend_from_slice(&[0xd0, v as i8 as u8]);
-        } else if v >= -32768 {
-            out.push(0xd1);
-            out.extend_from_slice(&(v as i16).to_be_bytes());
-        } else if v >= -(1 << 31) {
-            out.push(0xd2);
-            out.extend_from_slice(&(v as i32).to_be_bytes());
-        } else {
-            out.push(0xd3);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-    }
-    fn null(out: &mut Vec<u8>) {
-        out.push(0xc0);
-    }
-    fn str(out: &mut Vec<u8>, s: &[u8]) {
-        if s.len() < 32 {
-            out.push(0xa0 | s.len() as u8);
-        } else {
-            out.extend_from_slice(&[0xd9, s.len() as u8]); // addresses are at most 39 bytes
-        }
-        out.extend_from_slice(s);
-    }
-    fn end_record(_: &mut Vec<u8>) {}
+#[inline(always)]
+unsafe fn address<W: Writer>(c: &mut Cursor, addresses: &mut addr::Cache, a: &[u8; 16]) {
+    let (block, len) = addresses.text(a);
+    W::str(c, block, len);
 }
 
 /// The msgpack header of an array of `n` elements (a Kafka message of n records is this and their bytes).
@@ -492,7 +384,7 @@ pub(crate) mod tests {
     fn the_testbed_probe_as_a_json_line() {
         let mut core = Core::new(Some(18), &[], Format::Json).unwrap();
         let out = decode(&mut core, &encapsulated_testbed_probe());
-        let line = String::from_utf8(out.data).unwrap();
+        let line = String::from_utf8(out.data.clone()).unwrap();
         // src T64 7049743939458283446 = sec 1641396419 nsec 81770422, sink 7049743940258383836 = nsec 881870812
         // (wire format, section 5): 800 ms apart, more than a 2^26 ns TTS period at shift 18, so no hop time
         assert!(
@@ -510,7 +402,7 @@ pub(crate) mod tests {
             line.ends_with("\"e2e_ns\":800100390,\"traffic_class\":1,\"flow_label\":144470,\"hop_limit\":63}\n"),
             "{line}"
         );
-        assert_eq!(out.groups[0].1, "fc00::1");
+        assert_eq!(out.source_text(0), "fc00::1");
         assert_eq!(out.records, vec![(0, line.len() as u32, 0)]);
     }
 
@@ -551,5 +443,59 @@ pub(crate) mod tests {
         assert_eq!((out.frames, out.not_pt, out.decoded()), (3, 1, 0));
         // the cut falls in the inner SRH, walked before the packet's end is checked
         assert_eq!(out.malformed, vec![("srh", "truncated frame", 2)]);
+    }
+
+    /// The widest record there is: 85 MCDs of the largest values, 126 segments, 39-character addresses,
+    /// 20-character times, every integer at its widest (`append` asserts it stays in `bound`'s room).
+    fn widest(src_time: [u8; 8], sink_time: [u8; 8]) -> Vec<u8> {
+        let ones = [0xffu8; 16];
+        let mut inner = vec![0x6f, 0xff, 0xff, 0xff, 0, 0, 0, 255];
+        inner.extend(ones);
+        inner.extend(ones);
+        inner.extend([43, 32, 0x32, 255]); // HbH: 2 + 2 + 255 bytes, padded to 264
+        inner.extend([0xffu8; 255]);
+        inner.extend([1, 3, 0, 0, 0]);
+        let segments = 126;
+        inner.extend([59, 2 + 2 * segments as u8, 4, 0, segments as u8 - 1, 0, 0, 0]);
+        for _ in 0..segments {
+            inner.extend(ones);
+        }
+        inner.extend([128, 14, 0xff, 0xff]);
+        inner.extend(src_time);
+        inner.extend([0xff; 4]);
+        let plen = (inner.len() - 40) as u16;
+        inner[4..6].copy_from_slice(&plen.to_be_bytes());
+        let mut outer = vec![0x60, 0, 0, 0, 0, 0, 43, 64];
+        outer.extend(ones);
+        outer.extend(ones);
+        outer.extend([41, 2, 4, 0, 255, 0, 0, 0, 128, 14, 0xff, 0xff]);
+        outer.extend(sink_time);
+        outer.extend([0, 0, 0, 0]);
+        outer.extend(inner);
+        let plen = (outer.len() - 40) as u16;
+        outer[4..6].copy_from_slice(&plen.to_be_bytes());
+        outer
+    }
+
+    #[test]
+    fn the_widest_records_fit_their_room() {
+        let (zero, max, late) = ([0u8; 8], [0xffu8; 8], [0x7f, 0xff, 0xff, 0xff, 0x3b, 0x9a, 0xc9, 0xff]);
+        for format in [Format::Json, Format::Msgpack] {
+            for shift in [None, Some(0), Some(24)] {
+                let mut core = Core::new(shift, &[], format).unwrap();
+                let mut out = Output::default();
+                for (src, sink) in [(zero, max), (max, zero), (zero, late), (late, late)] {
+                    core.decode(&mut out, &widest(src, sink), u64::MAX, 101, 0);
+                }
+                assert_eq!(out.decoded(), 4, "{:?}", out.malformed);
+                if format == Format::Json {
+                    let text = String::from_utf8(out.data).unwrap();
+                    assert!(text.contains("\"e2e_ns\":-4294967299294967295,"), "{text}");
+                    assert!(text.contains("\"capture_ns\":18446744073709551615,"), "{text}");
+                    assert!(text.contains("{\"if_id\":4095,\"if_load\":15,\"tts\":255,"), "{text}");
+                    assert_eq!(text.matches("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff").count(), 4 * 129);
+                }
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod addr;
 pub mod analyze;
 pub mod block;
 pub mod core;
+mod encode;
 pub mod pcap;
 pub mod source_shift;
 pub mod tts;

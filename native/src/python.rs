@@ -1,9 +1,11 @@
 //! The Python face of the core: `pt_collector._native` (see pt_collector/_native.pyi).
 
+use std::ffi::{c_int, c_void};
 use std::sync::atomic::Ordering;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
@@ -63,19 +65,40 @@ impl Batch {
         PyBytes::new(py, &self.out.data)
     }
 
+    /// The same bytes as `data` without a copy: `memoryview(batch)` (read-only, alive while the view is).
+    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
+        let data = &slf.get().out.data;
+        // SAFETY: the view holds a reference to the batch (frozen: its bytes never change or move while it lives).
+        let filled = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                data.as_ptr() as *mut c_void,
+                data.len() as ffi::Py_ssize_t,
+                1,
+                flags,
+            )
+        };
+        if filled == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
     /// The records per source node, in first-seen order with each source's records in input order:
     /// [(source address, encoded records, count)], and with `ends` each record's end offset in the bytes.
     #[pyo3(signature = (ends = false))]
     fn groups<'py>(&self, py: Python<'py>, ends: bool) -> PyResult<Bound<'py, PyList>> {
         let out = &self.out;
-        let mut spans: Vec<Vec<(usize, usize)>> = out.groups.iter().map(|g| Vec::with_capacity(g.2 as usize)).collect();
+        let mut spans: Vec<Vec<(usize, usize)>> = out.groups.iter().map(|g| Vec::with_capacity(g.1 as usize)).collect();
         let mut start = 0;
         for (group, end, _) in &out.records {
             spans[*group as usize].push((start, *end as usize));
             start = *end as usize;
         }
         let list = PyList::empty(py);
-        for ((_, text, count), spans) in out.groups.iter().zip(&spans) {
+        for (g, ((_, count), spans)) in out.groups.iter().zip(&spans).enumerate() {
+            let text = out.source_text(g);
             let size = spans.iter().map(|(s, e)| e - s).sum();
             let data = PyBytes::new_with(py, size, |buf| {
                 let mut at = 0;

@@ -11,12 +11,12 @@ pub fn window_start(tts: u8, shift: u32, lower: i64, upper: i64) -> Option<i64> 
         return None;
     }
     let width = 1i64 << shift;
-    let period = 1i64 << (shift + 8);
-    let last_k = (NS_PER_S - 1 - first).div_euclid(period);
+    let (period, per) = (1i64 << (shift + 8), shift + 8); // floor division by the period is `>> per`
+    let last_k = (NS_PER_S - 1 - first) >> per;
     let mut base = upper - upper.rem_euclid(NS_PER_S);
     let n = upper - base;
     let k = if n >= first {
-        (n - first).div_euclid(period)
+        (n - first) >> per
     } else {
         base -= NS_PER_S;
         last_k

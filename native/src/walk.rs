@@ -28,6 +28,8 @@ const TLV_PAD1: u8 = 0;
 const TLV_PT: u8 = 128;
 const PT_TLV_LEN: u8 = 14;
 const IPV6_HEADER: usize = 40;
+/// Options of one length checked at once (see hbh_pt_option).
+const RUN: usize = 8;
 
 /// Why a walk stopped without a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,29 @@ pub struct Shape {
 
 fn ext_header(nh: u8) -> bool {
     matches!(nh, NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_FRAGMENT | NH_AH)
+}
+
+/// Whether 16 bytes are 8 zero-length options, none of them Pad1 or PT (two words tested at once, the
+/// type bytes in the low half of each 16-bit lane: a lane of 0 after `- 1` sets its bit 7).
+fn zero_length_plain(run: &[u8]) -> bool {
+    const LENGTHS: u64 = 0xFF00_FF00_FF00_FF00;
+    const ONES: u64 = 0x0001_0001_0001_0001;
+    const HIGH: u64 = 0x0080_0080_0080_0080;
+    const PT: u64 = OPT_PT as u64 * ONES;
+    let zero_lane = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    run.chunks_exact(8).all(|word| {
+        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        w & LENGTHS == 0 && !zero_lane(w) && !zero_lane(w ^ PT)
+    })
+}
+
+/// The size of the extension header `nh` whose second byte is `len`.
+fn ext_len(nh: u8, len: u8) -> usize {
+    match nh {
+        NH_FRAGMENT => 8,
+        NH_AH => (len as usize + 2) * 4,
+        _ => (len as usize + 1) * 8,
+    }
 }
 
 struct Walk<'a> {
@@ -141,13 +166,19 @@ impl Walk<'_> {
 
     fn ext_size(&self, nh: u8, pos: usize, end: usize, layer: &'static str) -> Step<usize> {
         self.need(pos, 2, end, layer, "header runs past the packet")?;
-        let size = match nh {
-            NH_FRAGMENT => 8,
-            NH_AH => (self.u8(pos + 1) as usize + 2) * 4,
-            _ => (self.u8(pos + 1) as usize + 1) * 8,
-        };
+        let size = ext_len(nh, self.u8(pos + 1));
         self.need(pos, size, end, layer, "header runs past the packet")?;
         Ok(size)
+    }
+
+    /// The header after the extension header `nh` at `pos`, when it is not an SRH (`srh_too`: nor an SRH) and
+    /// every check of the walk would pass on it: the fast way past long chains (a hostile frame's, say).
+    fn plain_ext(&self, nh: u8, pos: usize, avail: usize, srh_too: bool) -> Option<(u8, usize)> {
+        if pos + 8 > avail || (!srh_too && nh == NH_ROUTING && self.u8(pos + 2) == ROUTING_TYPE_SRH) {
+            return None;
+        }
+        let size = ext_len(nh, self.u8(pos + 1));
+        (pos + size <= avail).then(|| (self.u8(pos), pos + size))
     }
 
     fn hbh_pt_option(&mut self, pos: usize, end: usize) -> Step<Option<(usize, usize)>> {
@@ -155,15 +186,54 @@ impl Walk<'_> {
         let hbh_end = pos + (self.u8(pos + 1) as usize + 1) * 8;
         let mut stack: Option<(usize, usize)> = None;
         let mut p = pos + 2;
+        let avail = end.min(self.size);
+        let f = self.f;
+        let readable = &f[..avail.min(hbh_end)];
         while p < hbh_end {
-            self.need(pos, p + 1 - pos, end, "hbh", "header runs past the packet")?;
-            let opt_type = self.u8(p);
+            // the fast way past options every check passes on (a hostile frame's hundreds): all but the PT option
+            while let Some(&[opt_type, opt_len]) = readable.get(p..p + 2) {
+                if opt_type == OPT_PAD1 {
+                    p += 1;
+                    continue;
+                }
+                let step = 2 + opt_len as usize;
+                if opt_type == OPT_PT || p + step > hbh_end {
+                    break;
+                }
+                // A run of options of one length (a flood's shape) is checked RUN at a time: each option's place
+                // follows from the first one's, so the reads do not wait on each other as a walk's do.
+                if step == 2 && readable.get(p..p + 16).is_some_and(zero_length_plain) {
+                    p += 16; // the densest run, 8 zero-length options: two words checked at once
+                    continue;
+                }
+                if let Some(run) = readable.get(p..p + RUN * step) {
+                    let alike = |j: usize| {
+                        let t = run[j * step];
+                        t != OPT_PAD1 && t != OPT_PT && run[j * step + 1] == opt_len
+                    };
+                    if (1..RUN).all(alike) {
+                        p += RUN * step;
+                        continue;
+                    }
+                }
+                p += step;
+            }
+            if p >= hbh_end {
+                break;
+            }
+            if p + 2 > avail {
+                // near the end of what can be read: the checks in decode.py's order (one fails, or a last Pad1)
+                self.need(pos, p + 1 - pos, end, "hbh", "header runs past the packet")?;
+                if f[p] != OPT_PAD1 {
+                    self.need(pos, p + 2 - pos, end, "hbh", "header runs past the packet")?;
+                }
+            }
+            let opt_type = f[p];
             if opt_type == OPT_PAD1 {
                 p += 1;
                 continue;
             }
-            self.need(pos, p + 2 - pos, end, "hbh", "header runs past the packet")?;
-            let opt_len = self.u8(p + 1) as usize;
+            let opt_len = f[p + 1] as usize;
             if opt_type == OPT_PT && stack.is_none() {
                 self.claimed = true;
                 if !opt_len.is_multiple_of(MCD_SIZE) {
@@ -228,7 +298,12 @@ impl Walk<'_> {
         shape.stack = stack;
         let mut nh = self.u8(pos);
         pos += self.ext_size(NH_HOP_BY_HOP, pos, end, "hbh")?;
+        let avail = end.min(self.size);
         while ext_header(nh) {
+            if let Some(next) = self.plain_ext(nh, pos, avail, false) {
+                (nh, pos) = next;
+                continue;
+            }
             if self.is_srh(nh, pos, end, "srh")? {
                 let (first, count, tlv, _) = self.srh(pos, end, "srh")?;
                 let Some(tlv) = tlv else {
@@ -259,7 +334,12 @@ impl Walk<'_> {
         }
         let mut sink_tlv: Option<usize> = None;
         let mut pos = off + IPV6_HEADER;
+        let avail = end.min(self.size);
         while ext_header(nh) {
+            if let Some(next) = self.plain_ext(nh, pos, avail, sink_tlv.is_some()) {
+                (nh, pos) = next;
+                continue;
+            }
             let size;
             if sink_tlv.is_none() && self.is_srh(nh, pos, end, "outer-srh")? {
                 let (first, count, tlv, srh_size) = self.srh(pos, end, "outer-srh")?;
@@ -352,6 +432,20 @@ mod tests {
         assert_eq!(walk(&bare_probe(&[]), 7), Err(Stop::NotPt));
         eth[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
         assert_eq!(walk(&eth, LINKTYPE_ETHERNET).unwrap().probe, 14);
+    }
+
+    #[test]
+    fn zero_length_runs_are_told_apart_from_pad1_pt_and_lengths() {
+        let plain: Vec<u8> = (0..8).flat_map(|i| [0x1E + (i % 2), 0]).collect();
+        assert!(zero_length_plain(&plain));
+        for at in 0..16 {
+            for value in [0u8, 1, OPT_PT, 0x80, 0xFF] {
+                let mut run = plain.clone();
+                run[at] = value;
+                let expected = if at % 2 == 1 { value == 0 } else { value != 0 && value != OPT_PT };
+                assert_eq!(zero_length_plain(&run), expected, "byte {at} = {value}");
+            }
+        }
     }
 
     #[test]

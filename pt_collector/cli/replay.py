@@ -52,9 +52,9 @@ REPEAT_WINDOW_S = 30.0  # the same line from the Kafka side once in this long at
 
 
 @click.command(short_help="Decode capture files to JSON lines (stdout, a file) or into Kafka.")
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
 @click.option(
-    "-r", "--read", "read_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    "-r", "--read", "read_files", multiple=True, type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
     metavar="FILE", help="A capture file to read, as with tcpdump -r: the same as FILES (may be repeated).",
 )  # fmt: skip
 @click.option(
@@ -87,6 +87,9 @@ def replay(
     **kafka: Any,
 ) -> None:
     """Decode PT probes from capture FILES (pcap or pcapng), like tcpdump -r.
+
+    A FILE may be a stream: '-' reads stdin (tcpdump -i eth1 -U -w - | ptc
+    replay -), and so do /dev/stdin and a FIFO.
 
     Link types: Ethernet (802.1Q/802.1ad tags too), Linux cooked (SLL, SLL2)
     and raw IPv6. Every frame is counted once: decoded, not PT, or
@@ -306,6 +309,8 @@ def _progress(enabled: bool) -> Iterator[tuple[Callable[[ReplayStats], None] | N
 
         def on_batch(stats: ReplayStats) -> None:
             description = f"{stats.frames:,} frames, {stats.probes:,} probes"
+            if stats.bytes_total is None:  # a stream: no size to go by, the bytes read so far
+                description += f", {stats.bytes_read / 1e6:,.1f} MB read"
             bar.update(task, description=description, total=stats.bytes_total, completed=stats.bytes_read)
 
         def show(line: str) -> None:

@@ -5,6 +5,12 @@ this is the one seam where the compiled engine takes the pure one's place.
 Two engines fill it: `NativeEngine` (Rust, native/) where it is built, and
 `PythonEngine` (codec/decode.py), the reference and the fallback.
 `PTC_ENGINE=native|python` chooses; `make_engine` gives the one in use.
+
+A capture (file or stream) is decoded as its bytes come, through the engine's
+`open_capture()`: the native engine reads pcap and pcapng records in place
+(no Python object per frame); the pure engine, and the native one when each
+record's frame is wanted, read frames with capture/pcap.py's PcapReader and
+decode them a batch at a time.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Network
+from itertools import groupby
+from operator import itemgetter
 from typing import Protocol, runtime_checkable
 
 from ..capture import Captured
-from ..capture.pcap import Frame
+from ..capture.pcap import Bytes, Frame, PcapReader
 from ..codec.decode import DecodeError, Decoder
 from ..codec.record import EncodedRecords, Record, msgpack_decoder
 from ..kafka.message import FORMATS, Group, SourceGroups, array_header
@@ -28,6 +36,8 @@ except ImportError:  # installed without a Rust toolchain: the pure engine alone
     _native = None  # type: ignore[assignment]
 
 NATIVE = _native is not None  # the compiled engine is built here
+FRAME_BATCH = 1024  # frames per decode_batch call when a capture is read frame by frame
+NATIVE_BATCH = 4096  # frames per decode_capture call, read in place
 
 
 @dataclass(slots=True)
@@ -39,6 +49,21 @@ class Decoded:
     not_pt: int = 0
     malformed: Counter[str] = field(default_factory=Counter)  # by DecodeError.key
 
+    @property
+    def seen(self) -> int:
+        """The frames this batch was made of."""
+        return len(self.records) + self.not_pt + sum(self.malformed.values())
+
+
+class CaptureDecoder(Protocol):
+    """One capture's frames (a pcap or pcapng file or stream) decoded as its bytes are fed in, in order."""
+
+    def decode(self, buf: Bytes, start: int, last: bool) -> tuple[list[Decoded], int, str | None]:
+        """Decode the frames of buf[start:], the capture from where the last call stopped (`last`: nothing comes
+        after). Returns the batches (one per run of a link type), the bytes used (up to the last whole record
+        read), and an error without the file name (pcap.CaptureError's), after which nothing more is read."""
+        ...
+
 
 class Engine(Protocol):
     """Turns frames into records; `name` says which engine it is (for --version, the stats and /metrics)."""
@@ -48,6 +73,24 @@ class Engine(Protocol):
     def decode_batch(self, frames: Sequence[Captured], linktype: int, keep_frames: bool = False) -> Decoded:
         """Decode `frames`, all of one link type; with `keep_frames`, each record's frame comes along."""
         ...
+
+    def open_capture(self, keep_frames: bool = False) -> CaptureDecoder:
+        """A decoder for one capture's bytes; with `keep_frames`, each record's frame comes along."""
+        ...
+
+
+class FrameCapture:
+    """A capture read frame by frame (capture/pcap.py's PcapReader) and decoded FRAME_BATCH frames at a time
+    through the engine's decode_batch: the pure engine's way, and the native one's when frames are wanted."""
+
+    def __init__(self, engine: Engine, keep_frames: bool) -> None:
+        self._engine, self._keep_frames, self._reader = engine, keep_frames, PcapReader()
+
+    def decode(self, buf: Bytes, start: int, last: bool) -> tuple[list[Decoded], int, str | None]:
+        frames, used, error = self._reader.read(buf, start, last, FRAME_BATCH)
+        decode = self._engine.decode_batch
+        runs = groupby(frames, key=itemgetter(0))
+        return [decode([(ns, data) for _, ns, data in run], lt, self._keep_frames) for lt, run in runs], used, error
 
 
 class SourceShifting(Protocol):
@@ -101,6 +144,9 @@ class PythonEngine:
         by_source = {**dict(old.prefix_shifts), **{IPv6Network(addr): shift for addr, shift in shifts.items()}}
         self.decoder = Decoder(old.tts_shift, by_source)
 
+    def open_capture(self, keep_frames: bool = False) -> CaptureDecoder:
+        return FrameCapture(self, keep_frames)
+
 
 class NativeRecords(EncodedRecords):
     """The native engine's JSON lines (EncodedRecords), and the same records per source node for Kafka (by_source)."""
@@ -114,7 +160,7 @@ class NativeRecords(EncodedRecords):
 
     @property
     def json_lines(self) -> bytes:  # type: ignore[override]
-        return self._batch.data
+        return memoryview(self._batch)  # type: ignore[return-value]  # a view of the batch's bytes, no copy
 
     def by_source(self) -> SourceGroups:
         return source_groups(self._batch)
@@ -196,6 +242,27 @@ class NativeEngine:
         if batch.decoded:
             out.records = self.records(batch)
         return out
+
+    def open_capture(self, keep_frames: bool = False) -> CaptureDecoder:
+        if keep_frames:  # each record's frame as bytes: read frame by frame
+            return FrameCapture(self, keep_frames)
+        return NativeCapture(self)
+
+
+class NativeCapture:
+    """A capture read in place by the native engine (`decode_capture`: no Python object per frame, the GIL
+    released), NATIVE_BATCH frames at a time."""
+
+    def __init__(self, engine: NativeEngine) -> None:
+        self._engine, self._decoder, self._reader = engine, engine._decoder, _native.CaptureReader()
+
+    def decode(self, buf: Bytes, start: int, last: bool) -> tuple[list[Decoded], int, str | None]:
+        view = memoryview(buf)[start:]
+        try:
+            batch, used, error = self._decoder.decode_capture(self._reader, view, last, NATIVE_BATCH)
+        finally:
+            view.release()  # a mapped file can be closed once this call is done
+        return [self._engine._decoded(batch)], used, error
 
 
 class EngineError(ValueError):

@@ -66,8 +66,8 @@ def head(records: Sequence[Record], n: int) -> Sequence[Record]:
     if n >= len(records):
         return records
     if isinstance(records, EncodedRecords):
-        end = -1
+        data, end = bytes(records.json_lines), -1  # (the native engine's lines are a view of its batch)
         for _ in range(n):
-            end = records.json_lines.index(b"\n", end + 1)
-        return EncodedRecords(records.json_lines[: end + 1], n)
+            end = data.index(b"\n", end + 1)
+        return EncodedRecords(data[: end + 1], n)
     return records[:n]

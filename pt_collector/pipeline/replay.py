@@ -1,25 +1,27 @@
-"""Replay: capture files -> decode -> batches -> a sink.
+"""Replay: capture files (or streams: `-` is stdin) -> decode -> batches -> a sink.
 
 Every frame ends in exactly one counter: decoded, not PT, or malformed
 (by reason); a file that cannot be read to its end is named in
 `capture_errors`, with the frames before the damage still decoded.
+A capture's bytes go to the engine as they are (`Engine.open_capture`):
+a file mapped whole, a stream (a pipe, a FIFO, stdin) as it comes, the
+event loop free while a stream waits for more.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import stat
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..capture import Captured
-from ..capture.pcap import CaptureError, Frame, read_capture
-from .engine import Engine
+from ..capture.pcap import STDIN, CaptureError, CaptureSource
+from .engine import CaptureDecoder, Decoded, Engine
 from .sinks import Sink, hand_over
-
-BATCH = 1024
 
 
 @dataclass
@@ -31,7 +33,7 @@ class ReplayStats:
     malformed: Counter[str] = field(default_factory=Counter)
     capture_errors: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
-    bytes_total: int = 0  # of the capture files, for progress
+    bytes_total: int | None = 0  # of the capture files, for progress (None: a stream, no size known)
     bytes_read: int = 0
     engine: str = ""  # the engine that decoded: native or python
 
@@ -94,41 +96,69 @@ async def _replay(
     stats: ReplayStats,
 ) -> None:
     files = list(files)
-    stats.bytes_total = sum(_size(path) for path in files)
-    for path in files:
+    sizes = [_size(path) for path in files]
+    stats.bytes_total = None if None in sizes else sum(s or 0 for s in sizes)
+    for path, size in zip(files, sizes, strict=True):
         stats.files += 1
         done = stats.bytes_read
-        capture = read_capture(path)
-        for linktype, frames in _chunks(capture, stats.capture_errors):
-            await _decode_into(engine, linktype, frames, sink, stats)
-            if on_batch:
-                stats.bytes_read = done + capture.offset
-                on_batch(stats)
-        stats.bytes_read = done + _size(path)
+        try:
+            with CaptureSource(path) as source:
+                await _replay_capture(source, engine.open_capture(sink.wants_frames), sink, on_batch, stats, done)
+        except CaptureError as exc:  # cannot be opened, or a stream that cannot be read on
+            stats.capture_errors.append(str(exc))
+        stats.bytes_read = done + size if size is not None else stats.bytes_read
     await sink.flush()
 
 
-def _chunks(capture: Iterable[Frame], errors: list[str]) -> Iterator[tuple[int, list[Captured]]]:
-    """The capture's frames as (link type, up to BATCH frames of it); a file that cannot be read on is named in
-    `errors`, and the frames before the damage still come out."""
-    frames: list[Captured] = []
-    current = -1
-    try:
-        for linktype, capture_ns, data in capture:
-            if linktype != current or len(frames) >= BATCH:
-                if frames:
-                    yield current, frames
-                frames, current = [], linktype
-            frames.append((capture_ns, data))
-    except (CaptureError, OSError) as exc:
-        errors.append(str(exc))
-    if frames:
-        yield current, frames
+async def _replay_capture(
+    source: CaptureSource,
+    decoder: CaptureDecoder,
+    sink: Sink,
+    on_batch: Callable[[ReplayStats], None] | None,
+    stats: ReplayStats,
+    done: int,
+) -> None:
+    """Every frame of one capture into the sink; a capture that cannot be read on is named in capture_errors."""
+    while True:
+        buf, start, last = source.window()
+        batches, used, error = decoder.decode(buf, start, last)
+        source.advance(used)
+        for decoded in batches:
+            await _hand(decoded, sink, stats)
+        stats.bytes_read = done + source.offset
+        if on_batch:
+            on_batch(stats)
+        if error is not None:
+            stats.capture_errors.append(f"{source.name}: {error}")
+            return
+        if last and not source.left():
+            return
+        if not used:  # the next record is not whole yet: read on
+            if last:  # (the reader says so itself: never loop)
+                stats.capture_errors.append(f"{source.name}: capture cut short at byte {source.offset}")
+                return
+            await _more(source)
 
 
-async def _decode_into(engine: Engine, linktype: int, frames: list[Captured], sink: Sink, stats: ReplayStats) -> None:
-    decoded = engine.decode_batch(frames, linktype, keep_frames=sink.wants_frames)
-    stats.frames += len(frames)
+async def _more(source: CaptureSource) -> None:
+    """More of a stream; while it has none, the event loop runs on (a Kafka sink delivers, a signal stops)."""
+    if not source.ready():
+        loop = asyncio.get_running_loop()
+        readable = loop.create_future()
+        try:
+            loop.add_reader(source.fileno(), lambda: readable.done() or readable.set_result(None))
+        except (OSError, ValueError, NotImplementedError):  # cannot be polled: read it waiting
+            pass
+        else:
+            try:
+                await readable
+            finally:
+                loop.remove_reader(source.fileno())
+    source.more()
+
+
+async def _hand(decoded: Decoded, sink: Sink, stats: ReplayStats) -> None:
+    stats.frames += decoded.seen
     stats.not_pt += decoded.not_pt
     stats.malformed.update(decoded.malformed)
     if decoded.records:
@@ -136,8 +166,12 @@ async def _decode_into(engine: Engine, linktype: int, frames: list[Captured], si
         await hand_over(sink, decoded.records, decoded.frames)
 
 
-def _size(path: str | Path) -> int:
+def _size(path: str | Path) -> int | None:
+    """A capture file's size; None for a stream (stdin, a pipe, a FIFO), 0 for what cannot be looked at."""
+    if str(path) == STDIN:
+        return None
     try:
-        return os.path.getsize(path)
+        info = os.stat(path)
     except OSError:
         return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else None

@@ -12,6 +12,7 @@ one takes the source as a /128 prefix).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from ipaddress import IPv6Address, IPv6Network
@@ -19,13 +20,15 @@ from ipaddress import IPv6Address, IPv6Network
 import msgspec
 
 from ..capture import Captured
+from ..capture.pcap import Bytes
 from ..codec.record import EncodedRecords, Record, json_decoder
 from ..codec.shift_infer import AUTO, CHECK_EVERY, ShiftWatch, Source
 from ..codec.tts import midpoint_times
-from .engine import BlockEngine, Decoded, Engine, SourceShifting, make_engine
+from .engine import BlockEngine, CaptureDecoder, Decoded, Engine, SourceShifting, make_engine
 
 Shift = int | str | None  # a shift 0..24, AUTO, or None (no times)
 Say = Callable[[str], None]
+NEWLINE = re.compile(b"\n")  # searches a memoryview too (bytes.find would need a copy)
 MAX_SOURCES = 65_536  # sources learnt or checked at most (crafted probes from ever new addresses stop there)
 EngineFactory = Callable[[int | None, Mapping[IPv6Network, int | None]], Engine | SourceShifting]
 
@@ -68,14 +71,17 @@ class ShiftWatchingEngine:
     def _decode_block(self, block: memoryview, at: int, count: int, linktype: int) -> tuple[Decoded, int]:
         decoded, at = self.engine.decode_block(block, at, count, linktype)  # type: ignore[union-attr]
         if decoded.records:
-            self._look(decoded)
+            self.look(decoded)
         return decoded, at
 
     def decode_batch(self, frames: Sequence[Captured], linktype: int, keep_frames: bool = False) -> Decoded:
         decoded = self.engine.decode_batch(frames, linktype, keep_frames)  # type: ignore[union-attr]
         if decoded.records:
-            self._look(decoded)
+            self.look(decoded)
         return decoded
+
+    def open_capture(self, keep_frames: bool = False) -> CaptureDecoder:
+        return WatchedCapture(self, self.engine.open_capture(keep_frames))  # type: ignore[union-attr]
 
     def close(self) -> None:
         """The input ended: sources still learning get their verdict (said, nothing re-timed)."""
@@ -85,7 +91,7 @@ class ShiftWatchingEngine:
 
     # ---------------------------------------------------------------- per batch
 
-    def _look(self, decoded: Decoded) -> None:
+    def look(self, decoded: Decoded) -> None:
         records = decoded.records
         if not self.watch.learning():
             sampled = self._sample(records)
@@ -101,12 +107,13 @@ class ShiftWatchingEngine:
             picked = list(records[self._offset % CHECK_EVERY :: CHECK_EVERY])
             self._offset += len(records)
             return picked
-        data, count = records.json_lines, len(records)
+        data, count = records.json_lines, len(records)  # bytes, or a view of the native engine's batch
         step = max(1, len(data) * CHECK_EVERY // count)
         picked = []
-        for at in range(self._offset % step, len(data), step):
-            start = data.rfind(b"\n", 0, at) + 1
-            picked.append(json_decoder.decode(data[start : data.index(b"\n", at)]))
+        for at in range(self._offset % step, len(data), step):  # the line after the one `at` falls in
+            if (end := NEWLINE.search(data, at)) is None or (after := NEWLINE.search(data, end.end())) is None:
+                break
+            picked.append(json_decoder.decode(data[end.end() : after.start()]))
         self._offset += len(data)
         return picked
 
@@ -167,3 +174,17 @@ def retimed(record: Record, shift: int | None) -> Record:
     times = midpoint_times(tts, shift, record.src.time_ns, sink_ns) if shift is not None else [None] * len(tts)
     hops = tuple(msgspec.structs.replace(hop, time_ns=t) for hop, t in zip(record.hops, times, strict=True))
     return msgspec.structs.replace(record, hops=hops)
+
+
+class WatchedCapture:
+    """A capture decoded by the inner engine's own reader (in place, for the native one), every batch watched."""
+
+    def __init__(self, watching: ShiftWatchingEngine, capture: CaptureDecoder) -> None:
+        self._watching, self._capture = watching, capture
+
+    def decode(self, buf: Bytes, start: int, last: bool) -> tuple[list[Decoded], int, str | None]:
+        batches, used, error = self._capture.decode(buf, start, last)
+        for decoded in batches:
+            if decoded.records:
+                self._watching.look(decoded)
+        return batches, used, error

@@ -93,7 +93,7 @@ class LineWriter:
         self.failed = 0
         self.error: OutputError | None = None
 
-    def write(self, data: bytes, lines: int) -> None:
+    def write(self, data: bytes | memoryview, lines: int) -> None:
         """Write `data`, `lines` whole lines; OutputError when the stream refuses it."""
         if self.error is not None:
             self.failed += lines
@@ -106,8 +106,9 @@ class LineWriter:
                     raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
                 done += n
         except OSError as exc:
-            self._cut_back(done - (data.rfind(b"\n", 0, done) + 1))
-            self._fail(exc, data.count(b"\n", 0, done), lines)
+            taken = view[:done].tobytes()  # data may be any buffer (the native engine's batch)
+            self._cut_back(done - (taken.rfind(b"\n") + 1))
+            self._fail(exc, taken.count(b"\n"), lines)
         try:
             self._stream.flush()  # a buffered stream: what it held may not have gone out, so none of it counts
         except OSError as exc:
