@@ -54,8 +54,9 @@ REPEAT_WINDOW_S = 30.0  # the same line from the Kafka side once in this long at
 @click.command(short_help="Decode capture files to JSON lines (stdout, a file) or into Kafka.")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
 @click.option(
-    "-r", "--read", "read_files", multiple=True, type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
-    metavar="FILE", help="A capture file to read, as with tcpdump -r: the same as FILES (may be repeated).",
+    "-r", "--read", "read_files", multiple=True, metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+    help="A capture file to read, as with tcpdump -r ('-': stdin): the same as FILES (may be repeated).",
 )  # fmt: skip
 @click.option(
     "-o", "--output", metavar="FILE",
