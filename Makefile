@@ -48,8 +48,13 @@ test: deps setup lint native-check  ## every test, the real Kafka broker ones in
 	$(BIN)/python -c "import quixstreams, ddsketch" 2>/dev/null || $(BIN)/pip install --quiet -e '.[analyze]'
 	$(BIN)/python -m pytest -q
 
-test-python-engine: setup  ## the suite again on the pure-Python engine (not the outage and analyze tests: they decode nothing of their own)
-	PTC_ENGINE=python $(BIN)/python -m pytest -q --ignore=tests/test_outage.py --ignore=tests/test_analyze.py
+# Not again here: what no engine decodes (the broker outage, ptc analyze's own engines, packaging, docs, layout),
+# and the tests that already run both engines side by side in every pass (native against pure).
+ONE_PASS := test_outage test_analyze test_deploy test_docs test_layout test_native test_replay_pipes \
+	test_kafka_engines test_capture_block
+
+test-python-engine: setup  ## the suite again on the pure-Python engine (but ONE_PASS: engine-independent, or both engines already)
+	PTC_ENGINE=python $(BIN)/python -m pytest -q $(ONE_PASS:%=--ignore=tests/%.py)
 
 lint: setup
 	$(BIN)/ruff check .

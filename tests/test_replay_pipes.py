@@ -112,12 +112,12 @@ def test_a_fifo_fed_in_small_pieces_is_the_file(big, engine, tmp_path):
 @pytest.mark.parametrize(
     ("cut", "message"),
     [
-        (lambda d: d[:-7], rb"ptc: error: <stdin>: capture cut short at byte \d+"),
-        (lambda d: b"", rb"ptc: error: <stdin>: empty file, not a capture"),
-        (lambda d: b"GIF89a-not-a-capture", rb"ptc: error: <stdin>: not a pcap or pcapng file \(magic 47494638\)"),
+        (lambda d: d[:-7], rb"Error: <stdin>: capture cut short at byte \d+"),
+        (lambda d: b"", rb"Error: <stdin>: empty file, not a capture"),
+        (lambda d: b"GIF89a-not-a-capture", rb"Error: <stdin>: not a pcap or pcapng file \(magic 47494638\)"),
         (
             lambda d: d[:24] + bytes(8) + (10**6).to_bytes(4, "little") + bytes(4),
-            rb"ptc: error: <stdin>: record at byte 24 claims 1000000 bytes: corrupt capture",
+            rb"Error: <stdin>: record at byte 24 claims 1000000 bytes: corrupt capture",
         ),
     ],
 )
@@ -127,7 +127,7 @@ def test_a_damaged_stream_is_one_line_naming_it_after_the_frames_before(big, eng
     from_file = ptc("replay", damaged, "-o", "-")
     done = ptc("replay", "-", "-o", "-", data=damaged.read_bytes())
     assert done.returncode == 1
-    errors = [line for line in done.stderr.splitlines() if line.startswith(b"ptc: error:")]
+    errors = [line for line in done.stderr.splitlines() if line.startswith(b"Error:")]
     assert len(errors) == 1 and re.fullmatch(message, errors[0]), done.stderr
     assert b"Traceback" not in done.stderr
     assert done.stdout == from_file.stdout  # the frames before the damage, as from the file
@@ -142,7 +142,7 @@ def test_stdin_on_a_terminal_says_to_pipe_a_capture_in(engine):
         os.close(controller)
         os.close(terminal)
     assert done.returncode == 1
-    assert b"ptc: error: <stdin>: a terminal, not a capture (pipe one in: tcpdump -w - | ptc replay -)" in done.stderr
+    assert b"Error: <stdin>: a terminal, not a capture (pipe one in: tcpdump -w - | ptc replay -)" in done.stderr
 
 
 def test_a_terminal_sees_a_streams_bytes_read(big, engine):
