@@ -286,10 +286,14 @@ class SocketReceiver(BoundReceiver):
         except BlockingIOError:
             pass
         except OSError as e:
-            if e.errno != errno.ENETDOWN:
-                raise CaptureSetupError(f"capture on {self.iface} failed: {e.strerror}") from None
-            check_interface(self.iface, self.ifindex)  # the link went down: delivery resumes when it is back up
+            self._failed(e)
         return count
+
+    def _failed(self, e: OSError) -> None:
+        """A receive failed: the link went down (delivery resumes when it is back up), or capture cannot go on."""
+        if e.errno != errno.ENETDOWN:
+            raise CaptureSetupError(f"capture on {self.iface} failed: {e.strerror}") from None
+        check_interface(self.iface, self.ifindex)
 
     def drain_blocks(self, visit: Callable[[memoryview, int, int], int], limit: int) -> int:
         """Read up to `limit` queued frames into one buffer laid out as a TPACKET_V3 block (each frame behind a
@@ -314,9 +318,7 @@ class SocketReceiver(BoundReceiver):
         except BlockingIOError:
             pass
         except OSError as e:
-            if e.errno != errno.ENETDOWN:
-                raise CaptureSetupError(f"capture on {self.iface} failed: {e.strerror}") from None
-            check_interface(self.iface, self.ifindex)
+            self._failed(e)
         finally:
             if in_block:
                 visit(block[:at], 0, in_block)
