@@ -555,3 +555,18 @@ def test_the_live_table_shows_the_counters_and_each_path_s_latest_window():
     row = next(line for line in text.splitlines() if records[0].src.addr in line)
     assert f" {h.count} " in row and f"{h.e2e.quantiles_ns[2] / 1e6:,.3f}" in row, text
     assert "2 bad" in text and "3 late" in text and "ptc analyze probes (g)" in text, text
+
+
+def test_a_stop_that_lands_inside_librdkafka_is_a_clean_stop():
+    """SIGTERM during a C poll comes back as SystemError caused by KeyboardInterrupt: a stop, not an error."""
+    from pt_collector.cli.analyze import _stopped_in_c
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise SystemError("<method 'poll'> returned a result with an exception set") from interrupt
+    except SystemError as exc:
+        assert _stopped_in_c(exc)
+    assert not _stopped_in_c(SystemError("something else"))
+    assert not _stopped_in_c(RuntimeError("broker gone"))

@@ -176,6 +176,8 @@ def analyze(
     except Exception as exc:  # Quix Streams' and librdkafka's failures: one line, status 1
         watch.stop()
         click.echo(counters.summary(), err=True)
+        if _stopped_in_c(exc):  # a stop that landed inside librdkafka's poll: still a clean stop
+            return
         cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ is not None else ""
         say_error(f"{type(exc).__name__}: {exc}{cause}")
         sys.exit(1)
@@ -197,3 +199,8 @@ def _serve_metrics(counters, address: str, port: int) -> None:  # type: ignore[n
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _stopped_in_c(exc: BaseException) -> bool:
+    """A KeyboardInterrupt raised inside a C call comes back as a SystemError caused by it."""
+    return isinstance(exc, SystemError) and isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
