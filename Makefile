@@ -48,10 +48,12 @@ test: deps setup lint native-check  ## every test, the real Kafka broker ones in
 	$(BIN)/python -c "import quixstreams, ddsketch" 2>/dev/null || $(BIN)/pip install --quiet -e '.[analyze]'
 	$(BIN)/python -m pytest -q
 
-# Not again here: what no engine decodes (the broker outage, ptc analyze's own engines, packaging, docs, layout),
-# and the tests that already run both engines side by side in every pass (native against pure).
+# Not again here: what no engine decodes (the broker outage, ptc analyze's own engines, packaging, docs, layout,
+# the metrics server), the tests that already run both engines side by side in every pass (native against pure),
+# and the broker faults and two-collector fleet (the native pass; test_outage puts the pure engine's Kafka path
+# through an outage). Keeps CI's two passes within its 25 minutes.
 ONE_PASS := test_outage test_analyze test_deploy test_docs test_layout test_native test_replay_pipes \
-	test_kafka_engines test_capture_block
+	test_kafka_engines test_capture_block test_faults test_metrics_server test_fleet
 
 test-python-engine: setup  ## the suite again on the pure-Python engine (but ONE_PASS: engine-independent, or both engines already)
 	PTC_ENGINE=python $(BIN)/python -m pytest -q $(ONE_PASS:%=--ignore=tests/%.py)
