@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use crate::addr;
 use crate::encode::{append, bound, key, Cursor, Json, Msgpack, Secs, Writer};
+use crate::rules::{Probe, Rules};
 use crate::tts::{midpoint_times, MAX_SHIFT};
 use crate::walk::{walk, Shape, Stop, MCD_SIZE};
 
@@ -70,6 +72,11 @@ pub struct Output {
     pub not_pt: u64,
     /// (layer, reason, count), in first-seen order.
     pub malformed: Vec<(&'static str, &'static str, u64)>,
+    /// With flow rules set (`Core::rules`): per record its route (rules.rs), and the rules that made them.
+    pub routes: Vec<u32>,
+    pub rules: Option<Arc<Rules>>,
+    /// The latest capture time of a record (0: none).
+    pub latest_ns: u64,
 }
 
 /// A hasher for 16-byte addresses (keys ptc made from the probes' own bytes: no need for SipHash's
@@ -140,6 +147,8 @@ pub struct Core {
     secs: Secs,
     tts: Vec<u8>,
     times: Vec<Option<i64>>,
+    /// Flow rules matched on each record as it is decoded (rules.rs), when set.
+    pub rules: Option<Arc<Rules>>,
 }
 
 fn be16(f: &[u8], at: usize) -> u16 {
@@ -176,6 +185,7 @@ impl Core {
             secs: Secs::default(),
             tts: Vec::with_capacity(16),
             times: Vec::with_capacity(16),
+            rules: None,
         })
     }
 
@@ -207,6 +217,13 @@ impl Core {
                     Format::Msgpack => self.record::<Msgpack>(&mut out.data, frame, &shape, capture_ns),
                 }
                 out.records.push((group, out.data.len() as u32, index));
+                out.latest_ns = out.latest_ns.max(capture_ns);
+                if let Some(rules) = &self.rules {
+                    out.routes.push(rules.route(&Probe::of(frame, &shape)));
+                    if out.rules.is_none() {
+                        out.rules = Some(rules.clone());
+                    }
+                }
             }
             Err(Stop::NotPt) => out.not_pt += 1,
             Err(Stop::Malformed(layer, reason)) => out.count_malformed(layer, reason),

@@ -8,6 +8,7 @@ pub mod block;
 pub mod core;
 mod encode;
 pub mod pcap;
+pub mod rules;
 pub mod source_shift;
 pub mod tts;
 pub mod walk;

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..capture.pcap import Frame
 from ..codec.record import PathHistogram, Record
+from .core_rules import compile_rules, native_module, read_back, routed_batch, slot_records
 from .path_histogram import PathHistograms
 from .rules import DEFAULT, Drop, HistogramSpec, Pass, Raw, Rule, Ruleset, Sample
 
@@ -72,6 +74,11 @@ class RuleEngine:
         self._actions: dict[int, Action] = {rule.index: self._action(rule) for rule in self.rules}
         self._topics = {kind: [t for t, k in self.outputs() if k == kind] for kind in (RECORDS, HISTOGRAMS, FRAMES)}
         self.clock_ns = 0  # the latest capture time (or tick) seen
+        self._slots = {topic: slot for slot, topic in enumerate(self._topics[RECORDS])}
+        self._in_python = {r.index for r in self.rules if isinstance(r.function, (HistogramSpec, Raw))}
+        # the same rules compiled for the native engine's core (core_rules.py), which then matches as it decodes
+        compiled = None if native_module is None else compile_rules(ruleset, self._slots, self.topic, main_topic)
+        self.native_rules = compiled
 
     def topic(self, rule: Rule) -> str:
         return rule.topic or self.main_topic
@@ -97,6 +104,9 @@ class RuleEngine:
 
     def route(self, records: Sequence[Record], frames: Sequence[Frame] | None = None) -> Emitted:
         """Every probe through the first rule it matches; `frames[i]` is the frame of `records[i]`."""
+        batch = routed_batch(records, self.native_rules)
+        if batch is not None:
+            return self._route_routed(batch, frames)
         out = self.emitted()
         match, actions = self.ruleset.match, self._actions
         if frames is None:
@@ -107,6 +117,30 @@ class RuleEngine:
                 actions[match(record).index](record, frame, out)
         if self.aggregators and records:
             self.tick(max(record.capture_ns for record in records), out)
+        return out
+
+    def _route_routed(self, batch: Any, frames: Sequence[Frame] | None) -> Emitted:
+        """A native batch the core matched with these rules: counts per rule, each records output still encoded
+        (no Record object), and only the probes of histogram and raw rules taken one by one, in input order."""
+        out = self.emitted()
+        kept_in = [0] * len(self._slots)
+        for rule, (probes, kept) in zip((DEFAULT, *self.ruleset), batch.rule_counts(), strict=True):
+            if probes and rule.index not in self._in_python:
+                counted(self.counters[rule.index], rule, probes, kept)
+                if isinstance(rule.function, (Pass, Sample)):
+                    kept_in[self._slots[self.topic(rule)]] += kept
+        for topic, slot in self._slots.items():
+            if kept_in[slot]:
+                out.records[topic] = slot_records(batch, slot, kept_in[slot])  # type: ignore[assignment]
+        elsewhere = batch.elsewhere()
+        if elsewhere:
+            wanted = [at for at, index in elsewhere if index in self.aggregators]
+            records = dict(zip(wanted, read_back(batch, wanted), strict=True))
+            actions = self._actions
+            for at, index in elsewhere:
+                actions[index](records.get(at), frames[at] if frames is not None else None, out)  # type: ignore[arg-type]
+        if self.aggregators and batch.decoded:
+            self.tick(batch.latest_ns, out)
         return out
 
     def tick(self, now_ns: int, out: Emitted | None = None) -> Emitted:
@@ -197,6 +231,16 @@ class RuleEngine:
                 counters.dropped += 1
 
         return act
+
+
+def counted(counters: RuleCounters, rule: Rule, probes: int, kept: int) -> None:
+    """A pass, sample or drop rule's counters after it matched `probes` probes and kept `kept` of them."""
+    counters.probes += probes
+    if isinstance(rule.function, Drop):
+        counters.dropped += probes
+    else:
+        counters.records += kept
+        counters.sampled_out += probes - kept
 
 
 def outcome(rule: Rule, counters: RuleCounters) -> str:
