@@ -82,7 +82,7 @@ def native_decode_and_route(frames: list, tts_shift: int | None, function: str |
     encoded, no routing), or matched in the core (`core`). Each output's bytes are made, as a sink would take them."""
     native, rules = NativeEngine(tts_shift), engine(function)
     if core and rules is not None:
-        native.match_rules(rules.native_rules)
+        native.match_rules(rules.in_core())
     decode = native.decode_batch
     started = time.process_time()
     for i in range(0, len(frames), BATCH):
@@ -104,7 +104,7 @@ def same_outputs(frames: list, tts_shift: int | None) -> bool:
             native, rules = NativeEngine(tts_shift), engine(function)
             assert rules is not None
             if core:
-                native.match_rules(rules.native_rules)
+                native.match_rules(rules.in_core())
             lines = b"".join(
                 bytes(to_json_lines(items))
                 for i in range(0, len(frames), BATCH)

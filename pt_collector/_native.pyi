@@ -45,9 +45,10 @@ class Batch:
     def slot_data(self, slot: int) -> tuple[bytes, int]:
         """Routed: the records of output `slot` (a pass or sample rule's topic) in input order, and how many."""
     def elsewhere(self) -> list[tuple[int, int]]:
-        """Routed: (position, rule) of each record whose rule's function runs in Python (histogram, raw)."""
-    def records_at(self, positions: list[int]) -> bytes:
-        """The encoded records at these positions, in that order."""
+        """Routed: (position, rule) of each record of a raw rule (its frame is taken in Python)."""
+    def aggregate(self) -> list[tuple]:
+        """Routed: the histogram rules' probes of this batch counted into their windows (kept in its Rules; once
+        per batch): the windows they closed, in order, as Rules.hist_tick gives them."""
     def indices(self) -> list[int]:
         """For each record, the index of its frame in this call's input."""
     def __len__(self) -> int: ...
@@ -61,11 +62,25 @@ class Rules:
     None, src_if_ids or None, function name, one_in (sample; else 0), records slot (pass, sample; else None)).
     `default_slot`: the main topic's slot, where the default rule's records go."""
 
-    def __init__(self, rules: list[tuple], default_slot: int) -> None: ...
+    def __init__(
+        self, rules: list[tuple], default_slot: int, histograms: list[tuple[int, int, int, list[int], list[int]]] = ...
+    ) -> None:
+        """`histograms`: per histogram rule (rule index, interval_ns, grace_ns, bounds_ns, hop_bounds_ns); their
+        per-path windows are kept here (native/src/path_histogram.rs, the twin of pipeline/path_histogram.py)."""
     @property
     def id(self) -> int:
         """Unique to this compilation: the batches it routed carry it (Batch.rules_id)."""
     def __len__(self) -> int: ...
+    def hist_add(self, index: int, values: tuple) -> list[tuple]:
+        """One probe from a Record into histogram rule `index`: (src, sink, src_ns, sink_ns, capture_ns, session_id,
+        sequence, e2e_ns, [(if_id, time_ns)]); the window it closed, if any."""
+    def hist_tick(self, index: int, now_ns: int) -> list[tuple]:
+        """The windows of rule `index` the clock has closed: each (rule, start_ns, src, sink, hop_if_ids, count,
+        loss, e2e, hop_delays), a delay histogram being (count, min_ns, max_ns, sum_ns, buckets)."""
+    def hist_flush(self, index: int) -> list[tuple]:
+        """Every open window of rule `index`, now."""
+    def hist_late(self, index: int) -> int:
+        """Probes of rule `index` for windows already emitted."""
 
 class CaptureReader:
     """The read position in one pcap or pcapng file: what its headers said, and the offset reached."""

@@ -78,20 +78,25 @@ def per_source(records, fmt: str) -> list[tuple[str, bytes, int]]:
     return [(src, encoded(rs, fmt), len(rs)) for src, rs in by.items()]
 
 
-def route_all(engine, rule_set: list[dict], frames: list, fmt: str, batch: int) -> tuple[dict, dict, int]:
+def route_all(
+    engine, rule_set: list[dict], frames: list, fmt: str, batch: int, as_records: int = 0
+) -> tuple[dict, dict, int]:
     """Every frame through the engine and the rules, a batch at a time: each output's bytes, the counters, and how
-    many batches the core routed."""
+    many batches the core routed. With `as_records`, every so many batches go to the rules as Record objects
+    (as a batch re-timed by --tts-shift auto, or a -c slice, does): matched in Python, the windows still the core's."""
     rules = RuleEngine(parse_rules(rule_set), MAIN)
     if isinstance(engine, NativeEngine):
-        engine.match_rules(rules.native_rules)
+        engine.match_rules(rules.in_core())
     outputs: dict = defaultdict(list)
-    routed = 0
+    routed = calls = 0
     for linktype, run in groupby(frames, key=itemgetter(0)):
         run = list(run)
         for i in range(0, len(run), batch):
             chunk = [(ns, data) for _, ns, data in run[i : i + batch]]
             decoded = engine.decode_batch(chunk, linktype, keep_frames=rules.wants_frames)
-            emitted = rules.route(decoded.records, decoded.frames)
+            calls += 1
+            records = list(decoded.records) if as_records and calls % as_records == 0 else decoded.records
+            emitted = rules.route(records, decoded.frames)
             for topic, kind, items in emitted.outputs():
                 if kind == RECORDS:
                     routed += isinstance(items, (SlotLines, SlotMsgpack))
@@ -106,10 +111,12 @@ def route_all(engine, rule_set: list[dict], frames: list, fmt: str, batch: int) 
     return dict(outputs), counters, routed
 
 
-def assert_same(frames: list, rule_set: list[dict], tts_shift: int | None = 18, batch: int = 1024) -> dict:
+def assert_same(
+    frames: list, rule_set: list[dict], tts_shift: int | None = 18, batch: int = 1024, as_records: int = 0
+) -> dict:
     for fmt in ("json", "msgpack"):
         expected, expected_counts, _ = route_all(PythonEngine(Decoder(tts_shift)), rule_set, frames, fmt, batch)
-        got, counts, routed = route_all(NativeEngine(tts_shift, fmt=fmt), rule_set, frames, fmt, batch)
+        got, counts, routed = route_all(NativeEngine(tts_shift, fmt=fmt), rule_set, frames, fmt, batch, as_records)
         assert counts == expected_counts, fmt
         assert got.keys() == expected.keys(), fmt
         for output in expected:
@@ -141,6 +148,11 @@ def test_realistic_traffic_with_mutations_among_it(name: str):
         assert all(c["probes"] for c in counts.values()), counts
 
 
+def test_batches_that_come_as_records_among_routed_ones():
+    good = realistic(3000, sources=16)
+    assert_same(good + list(mutations(good, 1000, seed=5)), RULESETS["every key"], batch=300, as_records=3)
+
+
 def test_without_shift_and_in_small_batches():
     good = realistic(500, sources=16)
     assert_same(good + list(mutations(good, 500, seed=3)), RULESETS["every key"], tts_shift=None, batch=37)
@@ -150,7 +162,7 @@ def test_the_core_routes_a_batch_only_for_the_rules_it_was_given():
     frames = realistic(50, sources=4)
     engine = NativeEngine(18)
     rules, others = (RuleEngine(parse_rules(RULESETS[name]), MAIN) for name in ("catch-all sample", "every key"))
-    engine.match_rules(rules.native_rules)
+    engine.match_rules(rules.in_core())
     decoded = engine.decode_batch([(ns, f) for _, ns, f in frames], 1)
     assert decoded.records.batch.rules_id == rules.native_rules.id
     assert others.route(decoded.records).records  # other rules: matched in Python on the records read back

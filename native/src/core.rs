@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use crate::addr;
 use crate::encode::{append, bound, key, Cursor, Json, Msgpack, Secs, Writer};
-use crate::rules::{Probe, Rules};
+use crate::path_histogram::HistProbe;
+use crate::rules::{hist_probe, Probe, Rules};
 use crate::tts::{midpoint_times, MAX_SHIFT};
 use crate::walk::{walk, Shape, Stop, MCD_SIZE};
 
@@ -77,6 +78,10 @@ pub struct Output {
     pub rules: Option<Arc<Rules>>,
     /// The latest capture time of a record (0: none).
     pub latest_ns: u64,
+    /// Routed: what a histogram rule needs of each of its probes, in input order (path_histogram.rs).
+    pub hist: Vec<HistProbe>,
+    /// Whether `hist` went into the rules' windows already (once only: `Rules::aggregate`).
+    pub aggregated: std::sync::atomic::AtomicBool,
 }
 
 /// A hasher for 16-byte addresses (keys ptc made from the probes' own bytes: no need for SipHash's
@@ -212,14 +217,19 @@ impl Core {
                 let src = addr16(frame, shape.probe + 8);
                 let group = out.group(src);
                 out.groups[group as usize].1 += 1;
-                match self.format {
+                let timed = match self.format {
                     Format::Json => self.record::<Json>(&mut out.data, frame, &shape, capture_ns),
                     Format::Msgpack => self.record::<Msgpack>(&mut out.data, frame, &shape, capture_ns),
-                }
+                };
                 out.records.push((group, out.data.len() as u32, index));
                 out.latest_ns = out.latest_ns.max(capture_ns);
                 if let Some(rules) = &self.rules {
-                    out.routes.push(rules.route(&Probe::of(frame, &shape)));
+                    let route = rules.route(&Probe::of(frame, &shape));
+                    if rules.is_histogram(route) {
+                        let times = if timed { Some(&self.times[..]) } else { None };
+                        out.hist.push(hist_probe(frame, &shape, capture_ns, route, times));
+                    }
+                    out.routes.push(route);
                     if out.rules.is_none() {
                         out.rules = Some(rules.clone());
                     }
@@ -230,7 +240,8 @@ impl Core {
         }
     }
 
-    fn record<W: Writer>(&mut self, out: &mut Vec<u8>, f: &[u8], shape: &Shape, capture_ns: u64) {
+    /// Encode one record; whether its midpoints were timed (`self.times` holds their times in path order).
+    fn record<W: Writer>(&mut self, out: &mut Vec<u8>, f: &[u8], shape: &Shape, capture_ns: u64) -> bool {
         let p = shape.probe;
         let vtcfl = be32(f, p);
         let src = addr16(f, p + 8);
@@ -324,6 +335,7 @@ impl Core {
             W::end_map(c);
             W::end_record(c);
         });
+        timed
     }
 }
 

@@ -7,6 +7,7 @@ pub mod analyze;
 pub mod block;
 pub mod core;
 mod encode;
+pub mod path_histogram;
 pub mod pcap;
 pub mod rules;
 pub mod source_shift;

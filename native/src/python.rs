@@ -150,11 +150,11 @@ impl Batch {
         self.out.rules.as_ref().map_or_else(Vec::new, |r| crate::rules::elsewhere(&self.out, r))
     }
 
-    /// The encoded records at these positions, in that order.
-    fn records_at<'py>(&self, py: Python<'py>, positions: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = crate::rules::records_at(&self.out, &positions)
-            .ok_or_else(|| PyValueError::new_err("a position past the batch's records"))?;
-        Ok(PyBytes::new(py, &data))
+    /// Routed: this batch's histogram probes counted into their rules' windows (once): the windows they closed.
+    fn aggregate(&self, py: Python<'_>) -> Vec<crate::rules::python::ClosedTuple> {
+        let out = &self.out;
+        let found = py.detach(|| out.rules.as_ref().map_or_else(Vec::new, |r| r.aggregate(out)));
+        crate::rules::python::closed(found)
     }
 
     /// For each record, the index of its frame in the input (frames of decode_frames, or the capture's frames

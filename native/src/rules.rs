@@ -8,9 +8,11 @@
 //! the rules whose functions still run in Python (histogram, raw) by position.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::core::Output;
-use crate::walk::Shape;
+use crate::path_histogram::{Closed, HistProbe, PathHistograms};
+use crate::walk::{Shape, MCD_SIZE};
 
 /// A route's flag: a `sample` rule's record that is not kept (its sequence is not a multiple of `one_in`).
 pub const SAMPLED_OUT: u32 = 1 << 31;
@@ -140,17 +142,41 @@ impl Rule {
     }
 }
 
-/// The rules in order (rule i is `rules[i - 1]`) and the default's records slot (the main topic's).
+/// The rules in order (rule i is `rules[i - 1]`), the default's records slot (the main topic's), and the
+/// histogram rules' windows (rule index, its paths), which routed batches are counted into (`aggregate`).
 #[derive(Debug)]
 pub struct Rules {
     pub id: u64,
     pub rules: Vec<Rule>,
     pub default_slot: u32,
+    pub histograms: Mutex<Vec<(u32, PathHistograms)>>,
 }
 
 impl Rules {
-    pub fn new(rules: Vec<Rule>, default_slot: u32) -> Self {
-        Rules { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), rules, default_slot }
+    pub fn new(rules: Vec<Rule>, default_slot: u32, histograms: Vec<(u32, PathHistograms)>) -> Self {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Rules { id, rules, default_slot, histograms: Mutex::new(histograms) }
+    }
+
+    /// Whether a route is a histogram rule's.
+    pub fn is_histogram(&self, route: u32) -> bool {
+        self.kind((route & !SAMPLED_OUT) as usize) == Kind::Histogram
+    }
+
+    /// A batch's histogram probes counted into their rules' windows, once: the windows they closed, in order.
+    pub fn aggregate(&self, out: &Output) -> Vec<(u32, Closed)> {
+        if out.aggregated.swap(true, Ordering::Relaxed) || out.hist.is_empty() {
+            return Vec::new();
+        }
+        let mut histograms = self.histograms.lock().expect("not poisoned");
+        let mut closed = Vec::new();
+        for probe in &out.hist {
+            let rule = probe.rule & !SAMPLED_OUT;
+            if let Some((_, h)) = histograms.iter_mut().find(|(index, _)| *index == rule) {
+                closed.extend(h.add(probe).map(|c| (rule, c)));
+            }
+        }
+        closed
     }
 
     /// The probe's route: its rule's index (1 for the first, 0 the default), with SAMPLED_OUT when a sample
@@ -182,6 +208,38 @@ impl Rules {
         } else {
             self.rules[index - 1].kind.unwrap_or(Kind::Drop)
         }
+    }
+}
+
+/// What a histogram rule needs of a walked frame's probe (`times`: the midpoints' times in path order, when
+/// the core timed them).
+pub fn hist_probe(f: &[u8], shape: &Shape, capture_ns: u64, rule: u32, times: Option<&[Option<i64>]>) -> HistProbe {
+    let p = Probe::of(f, shape);
+    let be32 = |at: usize| i64::from(u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]));
+    let src_ns = shape.src_tlv.map_or(0, |t| be32(t + 4) * 1_000_000_000 + be32(t + 8));
+    let sink_ns = shape.sink.map_or(0, |(t, _)| be32(t + 4) * 1_000_000_000 + be32(t + 8));
+    let (stack_at, stack_len) = shape.stack;
+    let stack = &f[stack_at..stack_at + stack_len];
+    let count = stack.chunks_exact(MCD_SIZE).position(|m| m == [0, 0, 0]).unwrap_or(stack_len / MCD_SIZE);
+    let hops = (0..count)
+        .rev()
+        .enumerate()
+        .map(|(k, i)| {
+            let m = &stack[i * MCD_SIZE..i * MCD_SIZE + MCD_SIZE];
+            ((u16::from(m[0]) << 4) | u16::from(m[1] >> 4), times.and_then(|t| t[k]))
+        })
+        .collect();
+    HistProbe {
+        rule,
+        src: *p.src,
+        sink: p.sink.copied(),
+        src_ns,
+        sink_ns,
+        capture_ns,
+        session: p.session,
+        sequence: p.sequence,
+        e2e: (shape.sink.is_some() && shape.src_tlv.is_some()).then_some(sink_ns - src_ns),
+        hops,
     }
 }
 
@@ -254,10 +312,9 @@ pub fn group_spans(out: &Output, rules: Option<&Rules>, slot: Option<u32>) -> Ve
     found
 }
 
-/// The records whose rule's function runs in Python (histogram, raw), in input order: (position, rule index).
+/// The records of raw rules (their frames are taken in Python), in input order: (position, rule index).
 pub fn elsewhere(out: &Output, rules: &Rules) -> Vec<(u32, u32)> {
-    let wanted: Vec<bool> =
-        (0..=rules.rules.len()).map(|i| matches!(rules.kind(i), Kind::Histogram | Kind::Raw)).collect();
+    let wanted: Vec<bool> = (0..=rules.rules.len()).map(|i| rules.kind(i) == Kind::Raw).collect();
     if !wanted.iter().any(|w| *w) {
         return Vec::new();
     }
@@ -269,20 +326,6 @@ pub fn elsewhere(out: &Output, rules: &Rules) -> Vec<(u32, u32)> {
         }
     }
     found
-}
-
-/// The encoded bytes of the records at `positions` (in that order), or None for a position past the batch.
-pub fn records_at(out: &Output, positions: &[u32]) -> Option<Vec<u8>> {
-    let mut data = Vec::new();
-    for &i in positions {
-        let i = i as usize;
-        if i >= out.records.len() {
-            return None;
-        }
-        let start = if i == 0 { 0 } else { out.records[i - 1].1 as usize };
-        data.extend_from_slice(&out.data[start..out.records[i].1 as usize]);
-    }
-    Some(data)
 }
 
 #[cfg(test)]
@@ -332,13 +375,13 @@ mod tests {
 
         let miss = rule(&|r| r.session = Some((1, 1)));
         let sample = rule(&|r| r.kind = Some(Kind::Sample(10)));
-        let rules = Rules::new(vec![miss.clone(), sample], 0);
+        let rules = Rules::new(vec![miss.clone(), sample], 0, vec![]);
         assert_eq!(rules.route(&p), 2 | SAMPLED_OUT); // 42 % 10 != 0
         let mut kept = probe(&src, Some(&sink), &dst, &segs);
         kept.sequence = 40;
         assert_eq!(rules.route(&kept), 2);
-        assert_eq!(Rules::new(vec![miss], 0).route(&p), 0);
-        let every = Rules::new(vec![rule(&|r| r.kind = Some(Kind::Sample(65536)))], 0);
+        assert_eq!(Rules::new(vec![miss], 0, vec![]).route(&p), 0);
+        let every = Rules::new(vec![rule(&|r| r.kind = Some(Kind::Sample(65536)))], 0, vec![]);
         kept.sequence = 0;
         assert_eq!(every.route(&kept), 1);
     }
@@ -353,6 +396,44 @@ pub mod python {
     use pyo3::prelude::*;
 
     use super::{Kind, Net, Rule, Rules as Compiled, NO_SLOT};
+    use crate::path_histogram::{Closed, Delays, HistProbe, PathHistograms};
+
+    /// A histogram rule: (rule index, interval_ns, grace_ns, bounds_ns, hop_bounds_ns).
+    type HistSpec = (u32, i64, i64, Vec<i64>, Vec<i64>);
+    /// A delay histogram: (count, min_ns, max_ns, sum_ns, buckets).
+    type DelayTuple = (u64, Option<i64>, Option<i64>, i128, Vec<u64>);
+    /// A closed window: (rule, start_ns, src, sink, hop_if_ids, count, loss, e2e, hop delays).
+    pub type ClosedTuple = (u32, i64, String, Option<String>, Vec<u16>, u64, u64, DelayTuple, Vec<DelayTuple>);
+    /// A probe as the histogram function takes it from a Record (the Python path's):
+    /// (src, sink, src_ns, sink_ns, capture_ns, session, sequence, e2e, [(if_id, time_ns)]).
+    type ProbeValues = (String, Option<String>, i64, i64, u64, u16, u16, Option<i64>, Vec<(u16, Option<i64>)>);
+
+    fn text(a: &[u8; 16]) -> String {
+        let mut t = Vec::with_capacity(39);
+        crate::addr::write(&mut t, a);
+        String::from_utf8(t).expect("ASCII")
+    }
+
+    fn address(text: &str) -> PyResult<[u8; 16]> {
+        let a = text.parse::<std::net::Ipv6Addr>();
+        a.map(|a| a.octets()).map_err(|_| PyValueError::new_err(format!("{text:?} is not an IPv6 address")))
+    }
+
+    fn delays(d: Delays) -> DelayTuple {
+        (d.count(), d.min, d.max, d.sum, d.buckets)
+    }
+
+    /// Closed windows as tuples (the Python side makes PathHistogram records of them).
+    pub fn closed(found: Vec<(u32, Closed)>) -> Vec<ClosedTuple> {
+        found
+            .into_iter()
+            .map(|(rule, c)| {
+                let hops = c.hops.into_iter().map(delays).collect();
+                let (src, sink) = (text(&c.src), c.sink.as_ref().map(text));
+                (rule, c.start, src, sink, c.hop_if_ids, c.count, c.loss, delays(c.e2e), hops)
+            })
+            .collect()
+    }
 
     type Nets = Option<Vec<(u128, u8)>>;
     /// (src, sink, dst, segment, session (first, last), src_if_ids, function, one_in, records slot)
@@ -394,7 +475,8 @@ pub mod python {
     #[pymethods]
     impl Rules {
         #[new]
-        fn new(rules: Vec<Spec>, default_slot: u32) -> PyResult<Self> {
+        #[pyo3(signature = (rules, default_slot, histograms = Vec::new()))]
+        fn new(rules: Vec<Spec>, default_slot: u32, histograms: Vec<HistSpec>) -> PyResult<Self> {
             let mut compiled = Vec::with_capacity(rules.len());
             for (src, sink, dst, segment, session, src_if, function, one_in, slot) in rules {
                 compiled.push(Rule {
@@ -408,7 +490,52 @@ pub mod python {
                     slot: slot.unwrap_or(NO_SLOT),
                 });
             }
-            Ok(Rules { inner: Arc::new(Compiled::new(compiled, default_slot)) })
+            let mut windows = Vec::with_capacity(histograms.len());
+            for (index, interval_ns, grace_ns, bounds, hop_bounds) in histograms {
+                let valid = (index as usize) <= compiled.len() && interval_ns > 0 && grace_ns >= 0;
+                if !valid
+                    || !matches!(compiled.get((index as usize).wrapping_sub(1)), Some(r) if r.kind == Some(Kind::Histogram))
+                {
+                    return Err(PyValueError::new_err(format!("rule {index} is not a histogram rule")));
+                }
+                windows.push((index, PathHistograms::new(interval_ns, grace_ns, bounds, hop_bounds)));
+            }
+            Ok(Rules { inner: Arc::new(Compiled::new(compiled, default_slot, windows)) })
+        }
+
+        /// The histogram rule `index`'s windows the clock `now_ns` has closed.
+        fn hist_tick(&self, index: u32, now_ns: i128) -> Vec<ClosedTuple> {
+            self.with(index, |h| h.tick(now_ns))
+        }
+
+        /// Every open window of the histogram rule `index`, now.
+        fn hist_flush(&self, index: u32) -> Vec<ClosedTuple> {
+            self.with(index, |h| h.flush())
+        }
+
+        /// One probe (from a Record) into the histogram rule `index`: the window it closed, if any.
+        fn hist_add(&self, index: u32, values: ProbeValues) -> PyResult<Vec<ClosedTuple>> {
+            let (src, sink, src_ns, sink_ns, capture_ns, session, sequence, e2e, hops) = values;
+            let sink = sink.as_deref().map(address).transpose()?;
+            let probe = HistProbe {
+                rule: index,
+                src: address(&src)?,
+                sink,
+                src_ns,
+                sink_ns,
+                capture_ns,
+                session,
+                sequence,
+                e2e,
+                hops,
+            };
+            Ok(self.with(index, |h| h.add(&probe).into_iter().collect()))
+        }
+
+        /// The histogram rule `index`'s late probes (for windows already emitted).
+        fn hist_late(&self, index: u32) -> u64 {
+            let histograms = self.inner.histograms.lock().expect("not poisoned");
+            histograms.iter().find(|(i, _)| *i == index).map_or(0, |(_, h)| h.late)
         }
 
         /// This compilation's id: a Batch routed by it says so (`Batch.rules_id`).
@@ -419,6 +546,14 @@ pub mod python {
 
         fn __len__(&self) -> usize {
             self.inner.rules.len()
+        }
+    }
+
+    impl Rules {
+        fn with(&self, index: u32, f: impl FnOnce(&mut PathHistograms) -> Vec<Closed>) -> Vec<ClosedTuple> {
+            let mut histograms = self.inner.histograms.lock().expect("not poisoned");
+            let found = histograms.iter_mut().find(|(i, _)| *i == index).map_or_else(Vec::new, |(_, h)| f(h));
+            closed(found.into_iter().map(|c| (index, c)).collect())
         }
     }
 

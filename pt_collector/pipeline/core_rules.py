@@ -4,9 +4,11 @@ With rules bound (`bind_rules`), the native engine matches every record as it de
 the same keys and order as rules.Match, the same keep test as rules.Sample) and its batch says, per rule, how
 many probes it matched and kept. The records of `pass` and `sample` rules stay encoded: per output (a topic's
 records, a "slot") they are handed on as the batch's bytes, to a JSON lines file whole and to a Kafka sink per
-source node (SourceGroups), with no Record object. Only the records of `histogram` rules are read back (the
-aggregation runs in Python), and a `raw` rule takes its records' frames. functions.RuleEngine does the rest
-exactly as for the pure engine's records; tests/test_core_rules.py holds the two byte-equal.
+source node (SourceGroups), with no Record object. A `histogram` rule's probes reach its windows as values the
+core read from the frame (native/src/path_histogram.rs keeps them, the twin of path_histogram.py; CoreHistograms
+makes the records of the windows closed, and adds the probes that come as Record objects), and a `raw` rule takes
+its records' frames. functions.RuleEngine does the rest exactly as for the pure engine's records;
+tests/test_core_rules.py holds the two byte-equal.
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..codec.record import EncodedRecords, Record, json_decoder, msgpack_decoder
+from ..codec.record import (
+    HISTOGRAM_SCHEMA_VERSION,
+    DelayHistogram,
+    EncodedRecords,
+    PathHistogram,
+    PathNode,
+    Record,
+    msgpack_decoder,
+)  # fmt: skip
 from ..kafka.message import Group, SourceGroups, array_header
-from .rules import Prefixes, Rule, Sample
+from .rules import HistogramSpec, Prefixes, Rule, Sample
 
 if TYPE_CHECKING:
     from .. import _native
@@ -27,6 +37,7 @@ except ImportError:  # installed without a Rust toolchain: the pure engine alone
     native_module = None  # type: ignore[assignment]
 
 Nets = list[tuple[int, int]] | None
+MS = 1_000_000
 
 
 @runtime_checkable
@@ -57,7 +68,12 @@ def compile_rules(rules: Sequence[Rule], slot_of: dict[str, int], topic_of: Any,
             sorted(match.src_if_id) if match.src_if_id is not None else None, function.name,
             function.one_in if isinstance(function, Sample) else 0, slot_of[topic_of(rule)] if records else None,
         ))  # fmt: skip
-    return native_module.Rules(spec, slot_of[main_topic])
+    histograms = [
+        (rule.index, f.interval_ms * MS, f.grace_ms * MS, list(f.bounds_ns), list(f.hop_bounds_ns))
+        for rule in rules
+        if isinstance(f := rule.function, HistogramSpec)
+    ]
+    return native_module.Rules(spec, slot_of[main_topic], histograms)
 
 
 def _nets(prefixes: Prefixes | None) -> Nets:
@@ -72,16 +88,6 @@ def routed_batch(records: Sequence[Record], rules: _native.Rules | None) -> _nat
         return None
     batch = records.batch
     return batch if batch.rules_id == rules.id and batch.decoded == len(records) else None
-
-
-def read_back(batch: _native.Batch, positions: list[int]) -> list[Record]:
-    """Record objects of the batch's records at `positions` (msgspec, byte for byte the pure engine's)."""
-    if not positions:
-        return []
-    data = batch.records_at(positions)
-    if batch.format == "json":
-        return json_decoder.decode_lines(data)
-    return msgpack_decoder.decode(array_header(len(positions)) + data)
 
 
 def slot_records(batch: _native.Batch, slot: int, count: int) -> Sequence[Record]:
@@ -157,3 +163,51 @@ def bind_rules(engine: object, sink: object) -> None:
     """Before decoding into `sink`: an engine that can match rules in its core matches the sink's, or none."""
     if isinstance(engine, RuleMatching):
         engine.match_rules(sink.core_rules() if isinstance(sink, RulesInCore) else None)
+
+
+class CoreHistograms:
+    """A histogram rule's windows kept in the core (path_histogram.rs, PathHistograms' twin): what a routed batch's
+    probes were counted into (`made` turns the windows it closed into records), and what the probes that reach the
+    rules as Record objects (a batch re-timed, a -c slice) are added to, so that no window is split in two."""
+
+    def __init__(self, rules: _native.Rules, rule: Rule) -> None:
+        function = rule.function
+        assert isinstance(function, HistogramSpec)
+        self._rules, self._index, self.rule = rules, rule.index, rule.key
+        self.interval_ns = function.interval_ms * MS
+        self.bounds_ns, self.hop_bounds_ns = function.bounds_ns, function.hop_bounds_ns
+
+    @property
+    def late(self) -> int:
+        return self._rules.hist_late(self._index)
+
+    def add(self, record: Record) -> list[PathHistogram]:
+        src, sink = record.src, record.sink
+        values = (
+            src.addr, sink.addr if sink is not None else None, src.time_ns, sink.time_ns if sink is not None else 0,
+            record.capture_ns, record.session_id, record.sequence, record.e2e_ns,
+            [(hop.if_id, hop.time_ns) for hop in record.hops],
+        )  # fmt: skip
+        return self.made(self._rules.hist_add(self._index, values))
+
+    def tick(self, now_ns: int) -> list[PathHistogram]:
+        return self.made(self._rules.hist_tick(self._index, now_ns))
+
+    def flush(self) -> list[PathHistogram]:
+        return self.made(self._rules.hist_flush(self._index))
+
+    def made(self, closed: list[tuple]) -> list[PathHistogram]:
+        """Closed windows (the core's tuples) as path histogram records, as PathHistograms makes them."""
+        return [self._record(*window[1:]) for window in closed]
+
+    def _record(self, start, src, sink, hop_if_ids, count, loss, e2e, hops) -> PathHistogram:  # type: ignore[no-untyped-def]
+        return PathHistogram(
+            HISTOGRAM_SCHEMA_VERSION, self.rule, start, self.interval_ns, PathNode(src),
+            PathNode(sink) if sink is not None else None, tuple(hop_if_ids), count, loss, self.bounds_ns,
+            _delays(e2e), self.hop_bounds_ns, tuple(map(_delays, hops)),
+        )  # fmt: skip
+
+
+def _delays(found: tuple) -> DelayHistogram:
+    count, low, high, total, buckets = found
+    return DelayHistogram(count, low, high, total, tuple(buckets))
