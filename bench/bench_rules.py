@@ -22,8 +22,10 @@ matches the rules in Python on Record objects read back from the batch
 (msgspec), the way before the core matched them (and still the way for a
 batch the core did not route); "native core + <function>" has the core match
 the rules as it decodes (NativeEngine.match_rules, pipeline/core_rules.py):
-pass and sample outputs stay encoded, only a histogram rule's records are
-read back. Each output is checked to be the same in both ways first.
+pass and sample outputs stay encoded, and a histogram rule's windows are
+kept in the core (native/src/path_histogram.rs), fed without a Record. In
+the native setups each output's bytes are made as a sink takes them
+(to_json_lines). Each output is checked to be the same in both ways first.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from pt_collector.cli.main import main
 from pt_collector.codec.decode import Decoder
 from pt_collector.codec.record import EncodedRecords, Record, json_encoder, msgpack_encoder
 from pt_collector.kafka.message import BySource
-from pt_collector.pipeline.core_rules import SlotLines, SlotMsgpack
-from pt_collector.pipeline.engine import NativeEngine, PythonEngine
+from pt_collector.pipeline.core_rules import SlotMsgpack
+from pt_collector.pipeline.engine import NativeEngine, NativeMsgpackRecords, PythonEngine
 from pt_collector.pipeline.functions import HISTOGRAMS, RECORDS, RuleEngine
 from pt_collector.pipeline.rules import parse_rules
 
@@ -63,6 +63,8 @@ def encoded(records, fmt: str) -> bytes:
         return bytes(records.json_lines)
     if isinstance(records, SlotMsgpack):
         return records.data
+    if isinstance(records, NativeMsgpackRecords):
+        return records.batch.data
     if fmt == "json":
         return json_encoder.encode_lines(list(records))
     return b"".join(msgpack_encoder.encode(r) for r in records)
@@ -99,7 +101,7 @@ def route_all(
             emitted = rules.route(records, decoded.frames)
             for topic, kind, items in emitted.outputs():
                 if kind == RECORDS:
-                    routed += isinstance(items, (SlotLines, SlotMsgpack))
+                    routed += not isinstance(items, list)  # the core's outputs, still encoded
                     outputs[(topic, kind)].append((encoded(items, fmt), per_source(items, fmt)))
                 elif kind == HISTOGRAMS:
                     outputs[(topic, kind)].append(json_encoder.encode_lines(items))

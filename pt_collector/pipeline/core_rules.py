@@ -26,6 +26,7 @@ from ..codec.record import (
     msgpack_decoder,
 )  # fmt: skip
 from ..kafka.message import Group, SourceGroups, array_header
+from .engine import NativeMsgpackRecords, NativeRecords
 from .rules import HistogramSpec, Prefixes, Rule, Sample
 
 if TYPE_CHECKING:
@@ -91,7 +92,9 @@ def routed_batch(records: Sequence[Record], rules: _native.Rules | None) -> _nat
 
 
 def slot_records(batch: _native.Batch, slot: int, count: int) -> Sequence[Record]:
-    """Output `slot`'s records of a routed batch, still encoded."""
+    """Output `slot`'s records of a routed batch, still encoded (all of them: the batch as it is, no copy)."""
+    if count == batch.decoded:  # a record goes to one output at most: this one has every record, in input order
+        return NativeRecords(batch) if batch.format == "json" else NativeMsgpackRecords(batch)
     return SlotLines(batch, slot, count) if batch.format == "json" else SlotMsgpack(batch, slot, count)
 
 
