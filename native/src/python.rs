@@ -145,7 +145,7 @@ impl Batch {
         (PyBytes::new(py, &data), n)
     }
 
-    /// Routed: (position, rule) of each record whose rule's function runs in Python (histogram, raw).
+    /// Routed: (position, rule) of each record of a raw rule (its frame is taken in Python).
     fn elsewhere(&self) -> Vec<(u32, u32)> {
         self.out.rules.as_ref().map_or_else(Vec::new, |r| crate::rules::elsewhere(&self.out, r))
     }
