@@ -25,6 +25,7 @@ from pt_collector.cli.main import main
 from pt_collector.codec.decode import Decoder
 from pt_collector.codec.record import EncodedRecords, Record, json_encoder, msgpack_encoder
 from pt_collector.kafka.message import BySource
+from pt_collector.pipeline import core_rules, functions
 from pt_collector.pipeline.core_rules import SlotMsgpack
 from pt_collector.pipeline.engine import NativeEngine, NativeMsgpackRecords, PythonEngine
 from pt_collector.pipeline.functions import HISTOGRAMS, RECORDS, RuleEngine
@@ -210,6 +211,8 @@ def test_replay_to_a_file_is_the_same_with_either_engine(tmp_path: Path, monkeyp
             writer.write(ns, frame)
     config = tmp_path / "ptc.toml"
     config.write_text(CONFIG)
+    routed = []
+    monkeypatch.setattr(functions, "routed_batch", lambda *a: routed.append(core_rules.routed_batch(*a)) or routed[-1])
     results = {}
     for engine in ("python", "native"):
         monkeypatch.setenv("PTC_ENGINE", engine)
@@ -219,6 +222,7 @@ def test_replay_to_a_file_is_the_same_with_either_engine(tmp_path: Path, monkeyp
         summary = result.output[result.output.index("rules (first match wins)") :]
         results[engine] = (sorted(out.read_bytes().splitlines()), summary.split("outputs")[0])
     assert results["native"] == results["python"]
+    assert any(batch is not None for batch in routed), "the native replay's core routed no batch"
     lines = results["native"][0]
     assert sum(line.startswith(b'{"kind":"histogram"') for line in lines) > 10
     assert len(lines) > 1000
