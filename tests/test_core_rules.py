@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from native_diff import mutations, realistic
+from native_diff import SHIFTS, mutations, realistic
 
 from pt_collector.capture.pcap import PcapWriter, read_capture
 from pt_collector.cli.main import main
@@ -115,11 +115,18 @@ def route_all(
 
 
 def assert_same(
-    frames: list, rule_set: list[dict], tts_shift: int | None = 18, batch: int = 1024, as_records: int = 0
+    frames: list,
+    rule_set: list[dict],
+    tts_shift: int | None = 18,
+    batch: int = 1024,
+    as_records: int = 0,
+    shifts: dict[str, int] | None = None,
 ) -> dict:
     for fmt in ("json", "msgpack"):
-        expected, expected_counts, _ = route_all(PythonEngine(Decoder(tts_shift)), rule_set, frames, fmt, batch)
-        got, counts, routed = route_all(NativeEngine(tts_shift, fmt=fmt), rule_set, frames, fmt, batch, as_records)
+        python = PythonEngine(Decoder(tts_shift, shifts))
+        expected, expected_counts, _ = route_all(python, rule_set, frames, fmt, batch)
+        native = NativeEngine(tts_shift, shifts, fmt=fmt)  # type: ignore[arg-type]
+        got, counts, routed = route_all(native, rule_set, frames, fmt, batch, as_records)
         assert counts == expected_counts, fmt
         assert got.keys() == expected.keys(), fmt
         for output in expected:
@@ -154,6 +161,13 @@ def test_realistic_traffic_with_mutations_among_it(name: str):
 def test_batches_that_come_as_records_among_routed_ones():
     good = realistic(3000, sources=16)
     assert_same(good + list(mutations(good, 1000, seed=5)), RULESETS["every key"], batch=300, as_records=3)
+
+
+@pytest.mark.parametrize(("tts_shift", "shifts"), SHIFTS)
+def test_every_tts_setting(tts_shift: int | None, shifts: dict[str, int]):
+    """Hop times (and so the histograms' hop delays) as each TTS setting makes them, per-source shifts included."""
+    good = realistic(1500, sources=16, seed=4)
+    assert_same(good + list(mutations(good, 500, seed=9)), RULESETS["every key"], tts_shift, shifts=shifts)
 
 
 def test_without_shift_and_in_small_batches():
