@@ -7,6 +7,12 @@ PathHistogram per path and closed window, `drop` only counts it, `raw`
 emits its frame. Every probe is counted under its rule. Time here is
 the probes' own: the latest capture time seen is the clock that closes
 histogram windows, or a `tick` when no probe comes.
+
+On the native engine the matching and the sample test run in its core as
+it decodes, and the histogram windows are kept there, fed with values it
+read off the frames (core_rules.py, `in_core`); a batch it routed is taken
+whole here (`_route_routed`): the same outputs and counters as the records
+would give.
 """
 
 from __future__ import annotations
@@ -135,7 +141,7 @@ class RuleEngine:
 
     def _route_routed(self, batch: Any, frames: Sequence[Frame] | None) -> Emitted:
         """A native batch the core matched with these rules: counts per rule, each records output still encoded
-        (no Record object), and only the probes of histogram and raw rules taken one by one, in input order."""
+        (no Record object), the windows its histogram probes closed in the core, and raw rules' frames."""
         out = self.emitted()
         kept_in = [0] * len(self._slots)
         for rule, (probes, kept) in zip((DEFAULT, *self.ruleset), batch.rule_counts(), strict=True):
