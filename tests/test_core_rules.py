@@ -240,3 +240,11 @@ def test_replay_to_a_file_is_the_same_with_either_engine(tmp_path: Path, monkeyp
     lines = results["native"][0]
     assert sum(line.startswith(b'{"kind":"histogram"') for line in lines) > 10
     assert len(lines) > 1000
+
+
+def test_capture_times_past_a_signed_64_bit_integer(pcaps: Path):
+    """A library caller's capture times up to 2**64 - 1: windows and lags as Python's integers make them."""
+    frames = [(link, 2**64 - 1 - 7 * i, f) for i, (link, _, f) in enumerate(read_capture(pcaps / "bare.pcap"))]
+    frames += [(link, 2**63 + 13 * i, f) for i, (link, _, f) in enumerate(read_capture(pcaps / "encap.pcap"))]
+    hist = [{"function": "histogram", "interval_ms": 1, "grace_ms": 0}]
+    assert probes_matched(assert_same(frames, hist)) > 10

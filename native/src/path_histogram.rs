@@ -56,7 +56,7 @@ type PathKey = ([u8; 16], Option<[u8; 16]>, Vec<u16>);
 
 #[derive(Debug)]
 struct Window {
-    start: i64,
+    start: i128,
     count: u64,
     loss: u64,
     e2e: Delays,
@@ -66,14 +66,14 @@ struct Window {
 #[derive(Debug, Default)]
 struct Path {
     window: Option<Window>,
-    closed_until: i64,
-    lag: i64,
+    closed_until: i128,
+    lag: i128,
 }
 
 /// A closed window of one path.
 #[derive(Debug)]
 pub struct Closed {
-    pub start: i64,
+    pub start: i128,
     pub src: [u8; 16],
     pub sink: Option<[u8; 16]>,
     pub hop_if_ids: Vec<u16>,
@@ -116,7 +116,7 @@ impl PathHistograms {
 
     fn due(&self, path: &Path) -> i128 {
         let start = path.window.as_ref().expect("an open window").start;
-        i128::from(start) + i128::from(self.interval_ns) + i128::from(path.lag) + i128::from(self.grace_ns)
+        start + i128::from(self.interval_ns) + path.lag + i128::from(self.grace_ns)
     }
 
     /// Sequence numbers skipped just before this probe's, in its session (SessionGaps.lost_before).
@@ -150,14 +150,15 @@ impl PathHistograms {
                 self.paths.len() - 1
             }
         };
-        let time_ns = if p.src_ns != 0 { p.src_ns } else { p.capture_ns as i64 };
-        let start = time_ns - time_ns.rem_euclid(self.interval_ns);
+        // times in i128, as Python's integers: a capture time past i64 (a library caller's) does not wrap
+        let time_ns = if p.src_ns != 0 { i128::from(p.src_ns) } else { i128::from(p.capture_ns) };
+        let start = time_ns - time_ns.rem_euclid(i128::from(self.interval_ns));
         let path = &self.paths[at];
         if start < path.closed_until || path.window.as_ref().is_some_and(|w| start < w.start) {
             self.late += 1;
             return None;
         }
-        self.paths[at].lag = (p.capture_ns as i64).wrapping_sub(time_ns);
+        self.paths[at].lag = i128::from(p.capture_ns) - time_ns;
         let mut closed = None;
         if self.paths[at].window.as_ref().is_some_and(|w| start > w.start) {
             closed = Some(self.close(at));
@@ -222,7 +223,7 @@ impl PathHistograms {
 
     fn close(&mut self, at: usize) -> Closed {
         let window = self.paths[at].window.take().expect("an open window");
-        self.paths[at].closed_until = window.start + self.interval_ns;
+        self.paths[at].closed_until = window.start + i128::from(self.interval_ns);
         let (src, sink, hop_if_ids) = self.keys[at].clone();
         Closed {
             start: window.start,

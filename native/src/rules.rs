@@ -403,7 +403,7 @@ pub mod python {
     /// A delay histogram: (count, min_ns, max_ns, sum_ns, buckets).
     type DelayTuple = (u64, Option<i64>, Option<i64>, i128, Vec<u64>);
     /// A closed window: (rule, start_ns, src, sink, hop_if_ids, count, loss, e2e, hop delays).
-    pub type ClosedTuple = (u32, i64, String, Option<String>, Vec<u16>, u64, u64, DelayTuple, Vec<DelayTuple>);
+    pub type ClosedTuple = (u32, i128, String, Option<String>, Vec<u16>, u64, u64, DelayTuple, Vec<DelayTuple>);
     /// A probe as the histogram function takes it from a Record (the Python path's):
     /// (src, sink, src_ns, sink_ns, capture_ns, session, sequence, e2e, [(if_id, time_ns)]).
     type ProbeValues = (String, Option<String>, i64, i64, u64, u16, u16, Option<i64>, Vec<(u16, Option<i64>)>);
