@@ -126,8 +126,8 @@ soak: setup  ## ptc collect under SOAK_RATE probes/s for SOAK_MINUTES over a vet
 
 .PHONY: bench-rules bench-layouts
 
-bench-rules: setup  ## the flow rules' functions: the histogram's cost per probe next to pass and sample
-	$(BIN)/python bench/bench_rules.py
+bench-rules: setup  ## the flow rules' functions per probe: pure engine, native with records read back, native core
+	$(BIN)/python bench/bench_rules.py --engine both
 
 bench-layouts: setup  ## the decoder against crafted layouts (one length, varied, mutations) next to typical traffic
 	$(BIN)/python bench/bench_layouts.py

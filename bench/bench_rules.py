@@ -17,9 +17,15 @@ ratio to pass.
 
 With --engine native (or both), the same over the native engine
 (NativeEngine.decode_batch per 1024 frames): "native decode only" keeps its
-records encoded, as a replay without rules does; with a function, the
-rules get Record objects read back from them (msgspec), as they do today.
-That gap says what moving rule matching into the core could save.
+records encoded, as a replay without rules does; "native decode + <function>"
+matches the rules in Python on Record objects read back from the batch
+(msgspec), the way before the core matched them (and still the way for a
+batch the core did not route); "native core + <function>" has the core match
+the rules as it decodes (NativeEngine.match_rules, pipeline/core_rules.py):
+pass and sample outputs stay encoded, and a histogram rule's windows are
+kept in the core (native/src/path_histogram.rs), fed without a Record. In
+the native setups each output's bytes are made as a sink takes them
+(to_json_lines). Each output is checked to be the same in both ways first.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from bench_decode import capture as decode_capture  # noqa: E402
 
 from pt_collector.capture.pcap import read_capture  # noqa: E402
 from pt_collector.codec.decode import Decoder  # noqa: E402
+from pt_collector.codec.record import to_json_lines  # noqa: E402
 from pt_collector.pipeline.engine import NATIVE, NativeEngine  # noqa: E402
 from pt_collector.pipeline.functions import RuleEngine  # noqa: E402
 from pt_collector.pipeline.rules import parse_rules  # noqa: E402
@@ -72,18 +79,44 @@ def decode_and_route(frames: list, tts_shift: int | None, function: str | None) 
     return time.process_time() - started
 
 
-def native_decode_and_route(frames: list, tts_shift: int | None, function: str | None) -> float:
-    """Seconds to decode every frame with the native engine and route the records read back (None: keep them
-    encoded, no routing)."""
-    decode, rules = NativeEngine(tts_shift).decode_batch, engine(function)
+def native_decode_and_route(frames: list, tts_shift: int | None, function: str | None, core: bool = False) -> float:
+    """Seconds to decode every frame with the native engine and route the records, read back (None: keep them
+    encoded, no routing), or matched in the core (`core`). Each output's bytes are made, as a sink would take them."""
+    native, rules = NativeEngine(tts_shift), engine(function)
+    if core and rules is not None:
+        native.match_rules(rules.in_core())
+    decode = native.decode_batch
     started = time.process_time()
     for i in range(0, len(frames), BATCH):
         records = decode(frames[i : i + BATCH], 1).records
         if rules is not None:
-            rules.route(list(records))
+            emitted = rules.route(records)
+            for _, _, items in emitted.outputs():
+                to_json_lines(items)
     if rules is not None:
         rules.flush()
     return time.process_time() - started
+
+
+def same_outputs(frames: list, tts_shift: int | None) -> bool:
+    """Whether matching in the core gives each function's outputs and counters as matching read-back records does."""
+    for function in RULES:
+        found = []
+        for core in (False, True):
+            native, rules = NativeEngine(tts_shift), engine(function)
+            assert rules is not None
+            if core:
+                native.match_rules(rules.in_core())
+            lines = b"".join(
+                bytes(to_json_lines(items))
+                for i in range(0, len(frames), BATCH)
+                for _, _, items in rules.route(native.decode_batch(frames[i : i + BATCH], 1).records).outputs()
+            )
+            lines += b"".join(bytes(to_json_lines(items)) for _, _, items in rules.flush().outputs())
+            found.append((lines, [vars(c) for _, c in rules.rule_counters()]))
+        if found[0] != found[1]:
+            return False
+    return True
 
 
 def route_only(records: list, function: str) -> float:
@@ -115,6 +148,9 @@ def main() -> int:
     if sum(h.count for h in emitted.histograms["pt-probes"]) != len(records):
         sys.exit("the histograms do not count every probe: no figures")
 
+    if args.engine != "python" and not same_outputs(frames[: 20 * BATCH], args.tts_shift):
+        sys.exit("the core's routing differs from the records read back: no figures")
+
     setups: dict[str, Callable[[], float]] = {}
     if args.engine != "native":
         setups["decode only"] = lambda: decode_and_route(frames, args.tts_shift, None)
@@ -125,6 +161,10 @@ def main() -> int:
         for function in RULES:
             setups[f"native decode + {function}"] = lambda f=function: native_decode_and_route(
                 frames, args.tts_shift, f
+            )
+        for function in RULES:
+            setups[f"native core + {function}"] = lambda f=function: native_decode_and_route(
+                frames, args.tts_shift, f, core=True
             )
     for function in RULES:
         setups[f"{function} alone"] = lambda f=function: route_only(records, f)
@@ -144,10 +184,11 @@ def main() -> int:
         kind = name.split(" + ")[0] + " + pass" if " + " in name else "pass alone"
         ratio = f"{seconds / best[kind]:.2f}x" if not name.endswith("decode only") else ""
         print(f"{name:<26} {ns:>10,.0f} {args.count / seconds:>12,.0f} {ratio:>8}")
-    for prefix in ("decode", "native decode"):
+    for prefix in ("decode", "native decode", "native core"):
         if f"{prefix} + pass" in best:
+            only = "native decode only" if prefix == "native core" else f"{prefix} only"
             extra = (best[f"{prefix} + histogram"] - best[f"{prefix} + pass"]) / args.count * 1e9
-            rules = (best[f"{prefix} + pass"] - best[f"{prefix} only"]) / args.count * 1e9
+            rules = (best[f"{prefix} + pass"] - best[only]) / args.count * 1e9
             print(f"# {prefix}: rules (pass) add {rules:,.0f} ns/probe, histogram {extra:,.0f} ns/probe more than pass")
     return 0
 

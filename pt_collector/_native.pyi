@@ -28,14 +28,59 @@ class Batch:
     def data(self) -> bytes:
         """Every record in input order: JSON lines (record.json_encoder.encode_lines), or the msgpack
         elements back to back (msgpack_encoder.encode(records) without its array header)."""
-    def groups(self, ends: bool = False) -> list[tuple[str, bytes, int]] | list[tuple[str, bytes, int, list[int]]]:
+    def groups(
+        self, ends: bool = False, slot: int | None = None
+    ) -> list[tuple[str, bytes, int]] | list[tuple[str, bytes, int, list[int]]]:
         """Per source node (src.addr), first seen first, each source's records in input order:
-        (address, encoded records, count[, end offset of each record in the bytes when `ends`])."""
+        (address, encoded records, count[, end offset of each record in the bytes when `ends`]).
+        With `slot` (routed by flow rules), only that output's records, the sources first seen among them first."""
+    @property
+    def rules_id(self) -> int:
+        """The `Rules.id` of the flow rules that routed these records (Decoder.set_rules), 0 when none did."""
+    @property
+    def latest_ns(self) -> int:
+        """The latest capture time of a record (0 with none)."""
+    def rule_counts(self) -> list[tuple[int, int]]:
+        """Routed: per rule, the default first, then 1, 2, ...: (probes matched, records kept, i.e. not sampled out)."""
+    def slot_data(self, slot: int) -> tuple[bytes, int]:
+        """Routed: the records of output `slot` (a pass or sample rule's topic) in input order, and how many."""
+    def elsewhere(self) -> list[tuple[int, int]]:
+        """Routed: (position, rule) of each record of a raw rule (its frame is taken in Python)."""
+    def aggregate(self) -> list[tuple]:
+        """Routed: the histogram rules' probes of this batch counted into their windows (kept in its Rules; once
+        per batch): the windows they closed, in order, as Rules.hist_tick gives them."""
     def indices(self) -> list[int]:
         """For each record, the index of its frame in this call's input."""
     def __len__(self) -> int: ...
     def __buffer__(self, flags: int, /) -> memoryview:
         """`memoryview(batch)`: the bytes of `data` without a copy (read-only; the view keeps the batch alive)."""
+
+class Rules:
+    """Flow rules in order, compiled for the core (pipeline/core_rules.py builds them from a rules.Ruleset).
+
+    Each rule: (src, sink, dst, segment: [(network as int, prefix length)] or None, session_id (first, last) or
+    None, src_if_ids or None, function name, one_in (sample; else 0), records slot (pass, sample; else None)).
+    `default_slot`: the main topic's slot, where the default rule's records go."""
+
+    def __init__(
+        self, rules: list[tuple], default_slot: int, histograms: list[tuple[int, int, int, list[int], list[int]]] = ...
+    ) -> None:
+        """`histograms`: per histogram rule (rule index, interval_ns, grace_ns, bounds_ns, hop_bounds_ns); their
+        per-path windows are kept here (native/src/path_histogram.rs, the twin of pipeline/path_histogram.py)."""
+    @property
+    def id(self) -> int:
+        """Unique to this compilation: the batches it routed carry it (Batch.rules_id)."""
+    def __len__(self) -> int: ...
+    def hist_add(self, index: int, values: tuple) -> list[tuple]:
+        """One probe from a Record into histogram rule `index`: (src, sink, src_ns, sink_ns, capture_ns, session_id,
+        sequence, e2e_ns, [(if_id, time_ns)]); the window it closed, if any."""
+    def hist_tick(self, index: int, now_ns: int) -> list[tuple]:
+        """The windows of rule `index` the clock has closed: each (rule, start_ns, src, sink, hop_if_ids, count,
+        loss, e2e, hop_delays), a delay histogram being (count, min_ns, max_ns, sum_ns, buckets)."""
+    def hist_flush(self, index: int) -> list[tuple]:
+        """Every open window of rule `index`, now."""
+    def hist_late(self, index: int) -> int:
+        """Probes of rule `index` for windows already emitted."""
 
 class CaptureReader:
     """The read position in one pcap or pcapng file: what its headers said, and the offset reached."""
@@ -61,6 +106,9 @@ class Decoder:
     def shift_for(self, src_addr: str) -> int | None: ...
     def set_source_shift(self, src_addr: str, shift: int | None) -> None:
         """`src_addr` decodes with `shift` from now on (None: no hop times), before any prefix (--tts-shift auto)."""
+    def set_rules(self, rules: Rules | None) -> None:
+        """Match these flow rules on every record decoded from now on (None: no more): each record gets its rule
+        (the first that holds, 0 the default) and, for a sample rule, whether it is kept (Batch.rule_counts...)."""
     def decode_frames(self, frames: Iterable[tuple[int, Buffer] | tuple[int, int, Buffer]], linktype: int = 1) -> Batch:
         """Frames as (capture_ns, frame) with `linktype`, or (linktype, capture_ns, frame) as pcap.Frame."""
     def decode_capture(

@@ -3,9 +3,12 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use crate::addr;
 use crate::encode::{append, bound, key, Cursor, Json, Msgpack, Secs, Writer};
+use crate::path_histogram::HistProbe;
+use crate::rules::{hist_probe, Probe, Rules};
 use crate::tts::{midpoint_times, MAX_SHIFT};
 use crate::walk::{walk, Shape, Stop, MCD_SIZE};
 
@@ -70,6 +73,15 @@ pub struct Output {
     pub not_pt: u64,
     /// (layer, reason, count), in first-seen order.
     pub malformed: Vec<(&'static str, &'static str, u64)>,
+    /// With flow rules set (`Core::rules`): per record its route (rules.rs), and the rules that made them.
+    pub routes: Vec<u32>,
+    pub rules: Option<Arc<Rules>>,
+    /// The latest capture time of a record (0: none).
+    pub latest_ns: u64,
+    /// Routed: what a histogram rule needs of each of its probes, in input order (path_histogram.rs).
+    pub hist: Vec<HistProbe>,
+    /// Whether `hist` went into the rules' windows already (once only: `Rules::aggregate`).
+    pub aggregated: std::sync::atomic::AtomicBool,
 }
 
 /// A hasher for 16-byte addresses (keys ptc made from the probes' own bytes: no need for SipHash's
@@ -140,6 +152,8 @@ pub struct Core {
     secs: Secs,
     tts: Vec<u8>,
     times: Vec<Option<i64>>,
+    /// Flow rules matched on each record as it is decoded (rules.rs), when set.
+    pub rules: Option<Arc<Rules>>,
 }
 
 fn be16(f: &[u8], at: usize) -> u16 {
@@ -176,6 +190,7 @@ impl Core {
             secs: Secs::default(),
             tts: Vec::with_capacity(16),
             times: Vec::with_capacity(16),
+            rules: None,
         })
     }
 
@@ -202,18 +217,31 @@ impl Core {
                 let src = addr16(frame, shape.probe + 8);
                 let group = out.group(src);
                 out.groups[group as usize].1 += 1;
-                match self.format {
+                let timed = match self.format {
                     Format::Json => self.record::<Json>(&mut out.data, frame, &shape, capture_ns),
                     Format::Msgpack => self.record::<Msgpack>(&mut out.data, frame, &shape, capture_ns),
-                }
+                };
                 out.records.push((group, out.data.len() as u32, index));
+                out.latest_ns = out.latest_ns.max(capture_ns);
+                if let Some(rules) = &self.rules {
+                    let route = rules.route(&Probe::of(frame, &shape));
+                    if rules.is_histogram(route) {
+                        let times = if timed { Some(&self.times[..]) } else { None };
+                        out.hist.push(hist_probe(frame, &shape, capture_ns, route, times));
+                    }
+                    out.routes.push(route);
+                    if out.rules.is_none() {
+                        out.rules = Some(rules.clone());
+                    }
+                }
             }
             Err(Stop::NotPt) => out.not_pt += 1,
             Err(Stop::Malformed(layer, reason)) => out.count_malformed(layer, reason),
         }
     }
 
-    fn record<W: Writer>(&mut self, out: &mut Vec<u8>, f: &[u8], shape: &Shape, capture_ns: u64) {
+    /// Encode one record; whether its midpoints were timed (`self.times` holds their times in path order).
+    fn record<W: Writer>(&mut self, out: &mut Vec<u8>, f: &[u8], shape: &Shape, capture_ns: u64) -> bool {
         let p = shape.probe;
         let vtcfl = be32(f, p);
         let src = addr16(f, p + 8);
@@ -307,6 +335,7 @@ impl Core {
             W::end_map(c);
             W::end_record(c);
         });
+        timed
     }
 }
 

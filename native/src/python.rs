@@ -87,18 +87,14 @@ impl Batch {
 
     /// The records per source node, in first-seen order with each source's records in input order:
     /// [(source address, encoded records, count)], and with `ends` each record's end offset in the bytes.
-    #[pyo3(signature = (ends = false))]
-    fn groups<'py>(&self, py: Python<'py>, ends: bool) -> PyResult<Bound<'py, PyList>> {
+    /// With `slot`, only the records of that output of the flow rules (sources with none left out).
+    #[pyo3(signature = (ends = false, slot = None))]
+    fn groups<'py>(&self, py: Python<'py>, ends: bool, slot: Option<u32>) -> PyResult<Bound<'py, PyList>> {
         let out = &self.out;
-        let mut spans: Vec<Vec<(usize, usize)>> = out.groups.iter().map(|g| Vec::with_capacity(g.1 as usize)).collect();
-        let mut start = 0;
-        for (group, end, _) in &out.records {
-            spans[*group as usize].push((start, *end as usize));
-            start = *end as usize;
-        }
+        let spans = crate::rules::group_spans(out, out.rules.as_deref(), slot);
         let list = PyList::empty(py);
-        for (g, ((_, count), spans)) in out.groups.iter().zip(&spans).enumerate() {
-            let text = out.source_text(g);
+        for (g, spans) in spans.iter().filter(|(_, s)| !s.is_empty()) {
+            let (text, count) = (out.source_text(*g), spans.len());
             let size = spans.iter().map(|(s, e)| e - s).sum();
             let data = PyBytes::new_with(py, size, |buf| {
                 let mut at = 0;
@@ -123,6 +119,42 @@ impl Batch {
             }
         }
         Ok(list)
+    }
+
+    /// The id of the flow rules that routed these records (`Rules.id`), 0 when none did.
+    #[getter]
+    fn rules_id(&self) -> u64 {
+        self.out.rules.as_ref().map_or(0, |r| r.id)
+    }
+
+    /// The latest capture time of a record (0 with none).
+    #[getter]
+    fn latest_ns(&self) -> u64 {
+        self.out.latest_ns
+    }
+
+    /// Routed by flow rules: per rule (the default first, then 1, 2, ...) (probes matched, records kept).
+    fn rule_counts(&self) -> Vec<(u64, u64)> {
+        self.out.rules.as_ref().map_or_else(Vec::new, |r| crate::rules::counts(&self.out, r))
+    }
+
+    /// Routed: the records of output `slot` in input order, and how many.
+    fn slot_data<'py>(&self, py: Python<'py>, slot: u32) -> (Bound<'py, PyBytes>, usize) {
+        let (data, n) =
+            self.out.rules.as_ref().map_or((Vec::new(), 0), |r| crate::rules::slot_data(&self.out, r, slot));
+        (PyBytes::new(py, &data), n)
+    }
+
+    /// Routed: (position, rule) of each record of a raw rule (its frame is taken in Python).
+    fn elsewhere(&self) -> Vec<(u32, u32)> {
+        self.out.rules.as_ref().map_or_else(Vec::new, |r| crate::rules::elsewhere(&self.out, r))
+    }
+
+    /// Routed: this batch's histogram probes counted into their rules' windows (once): the windows they closed.
+    fn aggregate(&self, py: Python<'_>) -> Vec<crate::rules::python::ClosedTuple> {
+        let out = &self.out;
+        let found = py.detach(|| out.rules.as_ref().map_or_else(Vec::new, |r| r.aggregate(out)));
+        crate::rules::python::closed(found)
     }
 
     /// For each record, the index of its frame in the input (frames of decode_frames, or the capture's frames
@@ -262,6 +294,12 @@ impl Decoder {
         self.core.set_source_shift(a.octets(), shift).map_err(|e| PyValueError::new_err(e.0))
     }
 
+    /// Match flow rules on every record decoded from now on (None: no more).
+    #[pyo3(signature = (rules))]
+    fn set_rules(&mut self, rules: Option<PyRef<'_, crate::rules::python::Rules>>) {
+        self.core.rules = rules.map(|r| r.inner.clone());
+    }
+
     /// Decode frames: each (capture_ns, frame) with `linktype`, or (linktype, capture_ns, frame) as pcap.Frame.
     #[pyo3(signature = (frames, linktype = 1))]
     fn decode_frames(&mut self, frames: &Bound<'_, PyAny>, linktype: u32) -> PyResult<Batch> {
@@ -377,5 +415,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CaptureReader>()?;
     m.add_function(wrap_pyfunction!(msgpack_array_header, m)?)?;
     crate::analyze::python::register(m)?;
+    crate::rules::python::register(m)?;
     Ok(())
 }

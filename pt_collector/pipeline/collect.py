@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..capture import OUTSIDE_BLOCK, BlockReceiver, Captured
 from ..codec.wire import LINKTYPE_ETHERNET
+from .core_rules import bind_rules
 from .engine import BlockEngine, Decoded, Engine
 from .sinks import JsonLinesSink, OutputError, Sink, hand_over
 from .stats import BROKER_DOWN, BROKER_UNKNOWN, BROKER_UP, CollectStats
@@ -61,6 +62,7 @@ class Worker:
         in_place = self._ring is not None and isinstance(engine, BlockEngine) and not sink.wants_frames
         self._blocks = (self._ring, engine) if in_place else None
         self._frames: list[Captured] = []
+        bind_rules(engine, sink)  # flow rules matched in the native engine's core
 
     def stop(self) -> None:
         """Stop capturing (signal-handler safe): `run` flushes and returns."""

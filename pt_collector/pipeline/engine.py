@@ -165,6 +165,10 @@ class NativeRecords(EncodedRecords):
     def by_source(self) -> SourceGroups:
         return source_groups(self._batch)
 
+    @property
+    def batch(self) -> _native.Batch:  # the flow rules matched in the core read its routes (core_rules.py)
+        return self._batch
+
 
 class NativeMsgpackRecords(Sequence[Record]):
     """The native engine's records encoded as msgpack (for `--format msgpack` into Kafka): per source node for the
@@ -191,6 +195,10 @@ class NativeMsgpackRecords(Sequence[Record]):
 
     def by_source(self) -> SourceGroups:
         return source_groups(self._batch)
+
+    @property
+    def batch(self) -> _native.Batch:
+        return self._batch
 
 
 def source_groups(batch: _native.Batch) -> SourceGroups:
@@ -228,6 +236,10 @@ class NativeEngine:
         if keep_frames:
             out.frames = [(linktype, *frames[i]) for i in batch.indices()]
         return out
+
+    def match_rules(self, rules: _native.Rules | None) -> None:
+        """Match flow rules in the core from now on (pipeline/core_rules.py), or no more (None)."""
+        self._decoder.set_rules(rules)
 
     def set_source_shifts(self, shifts: Mapping[str, int | None]) -> None:
         for addr, shift in shifts.items():

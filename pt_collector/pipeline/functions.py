@@ -7,15 +7,25 @@ PathHistogram per path and closed window, `drop` only counts it, `raw`
 emits its frame. Every probe is counted under its rule. Time here is
 the probes' own: the latest capture time seen is the clock that closes
 histogram windows, or a `tick` when no probe comes.
+
+On the native engine the matching and the sample test run in its core as
+it decodes, and the histogram windows are kept there, fed with values it
+read off the frames (core_rules.py, `in_core`); a batch it routed is taken
+whole here (`_route_routed`): the same outputs and counters as the records
+would give.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
+from typing import Any
 
 from ..capture.pcap import Frame
 from ..codec.record import PathHistogram, Record
+from .core_rules import CoreHistograms, compile_rules, native_module, routed_batch, slot_records
 from .path_histogram import PathHistograms
 from .rules import DEFAULT, Drop, HistogramSpec, Pass, Raw, Rule, Ruleset, Sample
 
@@ -67,11 +77,28 @@ class RuleEngine:
         self.rules = (*ruleset, DEFAULT)
         self._by_index = {rule.index: rule for rule in self.rules}
         self.counters = {rule.index: RuleCounters() for rule in self.rules}
-        self.aggregators: dict[int, PathHistograms] = {}
+        self.aggregators: dict[int, PathHistograms | CoreHistograms] = {}
         self.wants_frames = any(isinstance(rule.function, Raw) for rule in self.rules)
-        self._actions: dict[int, Action] = {rule.index: self._action(rule) for rule in self.rules}
         self._topics = {kind: [t for t, k in self.outputs() if k == kind] for kind in (RECORDS, HISTOGRAMS, FRAMES)}
         self.clock_ns = 0  # the latest capture time (or tick) seen
+        self._slots = {topic: slot for slot, topic in enumerate(self._topics[RECORDS])}
+        self._raw = {r.index for r in self.rules if isinstance(r.function, Raw)}
+        # the same rules compiled for the native engine's core (core_rules.py), which matches them as it decodes
+        # once an engine is bound to them (in_core): then the histogram rules' windows are kept there too
+        compiled = None if native_module is None else compile_rules(ruleset, self._slots, self.topic, main_topic)
+        self.native_rules = compiled
+        self._in_core = False
+        self._actions: dict[int, Action] = {rule.index: self._action(rule) for rule in self.rules}
+
+    def in_core(self) -> Any:
+        """The rules compiled for the native engine's core, which from now on keeps the histogram windows too;
+        None where the core is not built, or once a probe was counted here (windows are never split)."""
+        if self.native_rules is None or (not self._in_core and any(c.probes for c in self.counters.values())):
+            return None
+        if not self._in_core:
+            self._in_core = True
+            self._actions = {rule.index: self._action(rule) for rule in self.rules}
+        return self.native_rules
 
     def topic(self, rule: Rule) -> str:
         return rule.topic or self.main_topic
@@ -97,6 +124,9 @@ class RuleEngine:
 
     def route(self, records: Sequence[Record], frames: Sequence[Frame] | None = None) -> Emitted:
         """Every probe through the first rule it matches; `frames[i]` is the frame of `records[i]`."""
+        batch = routed_batch(records, self.native_rules if self._in_core else None)
+        if batch is not None:
+            return self._route_routed(batch, frames)
         out = self.emitted()
         match, actions = self.ruleset.match, self._actions
         if frames is None:
@@ -107,6 +137,29 @@ class RuleEngine:
                 actions[match(record).index](record, frame, out)
         if self.aggregators and records:
             self.tick(max(record.capture_ns for record in records), out)
+        return out
+
+    def _route_routed(self, batch: Any, frames: Sequence[Frame] | None) -> Emitted:
+        """A native batch the core matched with these rules: counts per rule, each records output still encoded
+        (no Record object), the windows its histogram probes closed in the core, and raw rules' frames."""
+        out = self.emitted()
+        kept_in = [0] * len(self._slots)
+        for rule, (probes, kept) in zip((DEFAULT, *self.ruleset), batch.rule_counts(), strict=True):
+            if probes and rule.index not in self._raw:
+                counted(self.counters[rule.index], rule, probes, kept)
+                if isinstance(rule.function, (Pass, Sample)):
+                    kept_in[self._slots[self.topic(rule)]] += kept
+        for topic, slot in self._slots.items():
+            if kept_in[slot]:
+                out.records[topic] = slot_records(batch, slot, kept_in[slot])  # type: ignore[assignment]
+        for index, histograms in groupby(batch.aggregate(), key=itemgetter(0)):  # the windows the batch closed
+            aggregator = self.aggregators[index]
+            assert isinstance(aggregator, CoreHistograms)
+            self._emit_histograms(index, aggregator.made(list(histograms)), out)
+        for at, index in batch.elsewhere():  # raw rules: their frames, in input order
+            self._actions[index](None, frames[at] if frames is not None else None, out)  # type: ignore[arg-type]
+        if self.aggregators and batch.decoded:
+            self.tick(batch.latest_ns, out)
         return out
 
     def tick(self, now_ns: int, out: Emitted | None = None) -> Emitted:
@@ -171,9 +224,14 @@ class RuleEngine:
                     counters.sampled_out += 1
 
         elif isinstance(function, HistogramSpec):
-            aggregator = self.aggregators[rule.index] = PathHistograms(
-                rule.key, function.interval_ms, function.bounds_ns, function.hop_bounds_ns, function.grace_ms
-            )
+            aggregator: PathHistograms | CoreHistograms
+            if self._in_core and self.native_rules is not None:
+                aggregator = CoreHistograms(self.native_rules, rule)
+            else:
+                aggregator = PathHistograms(
+                    rule.key, function.interval_ms, function.bounds_ns, function.hop_bounds_ns, function.grace_ms
+                )
+            self.aggregators[rule.index] = aggregator
             add, emit, index = aggregator.add, self._emit_histograms, rule.index
 
             def act(record: Record, frame: Frame | None, out: Emitted) -> None:
@@ -197,6 +255,17 @@ class RuleEngine:
                 counters.dropped += 1
 
         return act
+
+
+def counted(counters: RuleCounters, rule: Rule, probes: int, kept: int) -> None:
+    """A pass, sample, drop or histogram rule's counters after it matched `probes` probes and kept `kept` of them
+    (a histogram rule's windows count the rest)."""
+    counters.probes += probes
+    if isinstance(rule.function, Drop):
+        counters.dropped += probes
+    elif isinstance(rule.function, (Pass, Sample)):
+        counters.records += kept
+        counters.sampled_out += probes - kept
 
 
 def outcome(rule: Rule, counters: RuleCounters) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..capture.pcap import STDIN, CaptureError, CaptureSource
+from .core_rules import bind_rules
 from .engine import CaptureDecoder, Decoded, Engine
 from .sinks import Sink, hand_over
 
@@ -96,6 +97,7 @@ async def _replay(
     stats: ReplayStats,
 ) -> None:
     files = list(files)
+    bind_rules(engine, sink)
     sizes = [_size(path) for path in files]
     stats.bytes_total = None if None in sizes else sum(s or 0 for s in sizes)
     for path, size in zip(files, sizes, strict=True):

@@ -83,6 +83,10 @@ class RoutedSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
 
+    def core_rules(self) -> Any:
+        """The rules compiled for the native engine's core (core_rules.bind_rules), None where it is not built."""
+        return self.engine.in_core()
+
     async def write(self, records: Sequence[Record]) -> None:
         await self._send(self.engine.route(records))
 

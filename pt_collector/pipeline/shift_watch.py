@@ -24,6 +24,7 @@ from ..capture.pcap import Bytes
 from ..codec.record import EncodedRecords, Record, json_decoder
 from ..codec.shift_infer import AUTO, CHECK_EVERY, ShiftWatch, Source
 from ..codec.tts import midpoint_times
+from .core_rules import RuleMatching
 from .engine import BlockEngine, CaptureDecoder, Decoded, Engine, SourceShifting, make_engine
 
 Shift = int | str | None  # a shift 0..24, AUTO, or None (no times)
@@ -67,6 +68,8 @@ class ShiftWatchingEngine:
         self._offset = 0  # where the next sample starts, so that successive batches sample different records
         if isinstance(self.engine, BlockEngine):  # a ring's blocks stay decoded in place, watched the same way
             self.decode_block = self._decode_block
+        if isinstance(self.engine, RuleMatching):  # flow rules matched in the core (a batch re-timed is matched again)
+            self.match_rules = self.engine.match_rules
 
     def _decode_block(self, block: memoryview, at: int, count: int, linktype: int) -> tuple[Decoded, int]:
         decoded, at = self.engine.decode_block(block, at, count, linktype)  # type: ignore[union-attr]
