@@ -199,8 +199,8 @@ def test_stop_receiving_takes_no_more_and_unread_counts_the_block_being_filled(v
     (`unread`); after stop_receiving nothing more is taken or counted, and the block comes within the time said."""
     first, expected = traffic(50, seed=13)
     later, _ = traffic(40, seed=15)
-    # the kernel retires the block on a timer that runs from the ring's setup: a long one, so that the frames are still
-    # in it when the sender (a process started in the namespace, slow on a busy machine) has sent them
+    # the kernel's block timer does not start at the first frame: a long timeout, so that the frames are still in the
+    # block when the sender (a process started in the namespace, slow on a busy machine) is done
     with RingReceiver(veth.rx_iface, block_timeout_ms=1000) as receiver:
         veth.send(first)
         packets, drops = kernel_stats(receiver.sock)
