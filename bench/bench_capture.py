@@ -29,6 +29,8 @@ frame its socket accepted, stop it with SIGINT, read its final counters.
 Receivers:
 
   ring          ptc collect --capture ring --output /dev/null (JSON lines, no Kafka)
+  ring-base     the same with another install's ptc (--baseline-ptc, e.g. the main checkout's), for a same-run before
+  ring-1m       ring with 1 MiB blocks x 64 (--ring-block-size 1048576 --ring-blocks 64, the default until 2026-12-03)
   socket        ptc collect --capture socket --output /dev/null
   baseline      bench/capture_baseline.py: blocking recv() + scapy, JSON lines to /dev/null
   ring-capture  ptc's RingReceiver alone in a poll loop: frames drained and counted, no decoding
@@ -79,7 +81,7 @@ MARK_BEGIN = "<!-- bench_capture.py: measured section, rewritten by each run -->
 MARK_END = "<!-- end of bench_capture.py section -->"
 SENDERS = {"tcpreplay": "tcpreplay", "trafgen": "netsniff-ng"}  # command: Debian package
 RECEIVERS = (
-    "ring", "ring-python", "ring-t10", "ring-malloc", "socket", "baseline",
+    "ring", "ring-base", "ring-1m", "ring-python", "ring-t10", "ring-malloc", "socket", "baseline",
     "ring-capture", "ring-decode", "ring-frames", "ring-blocks", "socket-frames", "socket-blocks",
 )  # fmt: skip
 # environment of a receiver besides the defaults: its engine (the others: native where built); ring-malloc: glibc's
@@ -89,7 +91,11 @@ ENV_OF = {
     "ring-malloc": {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(64 << 20)},
 }
 # ptc collect options of a receiver besides the defaults (ring-t10: the block timeout, default until 2026-12-03)
-OPTIONS_OF = {"ring-t10": ["--ring-timeout-ms", "10"]}
+OPTIONS_OF = {
+    "ring-t10": ["--ring-timeout-ms", "10"],
+    "ring-1m": ["--ring-block-size", str(1 << 20), "--ring-blocks", "64"],  # the default geometry until 2026-12-03
+}
+BASELINE_PTC: list[str] = []  # ring-base's ptc (--baseline-ptc)
 TRAFGEN_NOISE = ("Cannot set system socket memory",)
 TOPSPEED = 0  # the rate "top": tcpreplay --topspeed
 TRAFGEN_FRAMES = 4096  # distinct frames trafgen cycles through (the rest only tcpreplay sends)
@@ -290,8 +296,12 @@ def parse_line(line: str) -> Counters | None:
 
 def receiver_command(name: str, iface: str) -> list[str]:
     interval = str(STATS_INTERVAL_S)
-    if name in ("ring", "socket", "ring-python", "ring-t10", "ring-malloc"):
+    if name in ("ring", "socket", "ring-python", "ring-t10", "ring-malloc", "ring-base", "ring-1m"):
         ptc = shutil.which("ptc", path=str(Path(sys.executable).parent)) or "ptc"
+        if name == "ring-base":
+            if not BASELINE_PTC:
+                raise ValueError("ring-base runs the ptc given by --baseline-ptc")
+            ptc = BASELINE_PTC[0]
         mode = name.split("-")[0]
         options = ["--capture", mode, *OPTIONS_OF.get(name, [])]
         return [ptc, "collect", "-i", iface, *options, "--output", os.devnull, "--stats-interval", interval]
@@ -400,6 +410,16 @@ class Receiver:
         lines = [line for line in done.stderr.splitlines() if "attached" not in line]
         return f"{len(lines)} syscalls in {seconds} s, e.g. " + " / ".join(lines[:3])
 
+    def usage(self) -> tuple[float, float, int, int]:
+        """(user s, system s, minor faults, voluntary context switches) of the receiver so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        switches = 0
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                switches = int(line.split(":")[1])
+        return int(fields[11]) / tick, int(fields[12]) / tick, int(fields[7]), switches
+
     def stop(self) -> Counters:
         self.proc.send_signal(signal.SIGINT)
         try:
@@ -435,6 +455,11 @@ class Point:
     cpu_s: float
     waited_s: float = 0.0  # the receiver ready to run but waiting for its CPU (another task had it)
     others_s: float = 0.0  # CPU time other tasks (and interrupts) took on the receiver's CPU meanwhile
+    user_s: float = 0.0  # of cpu_s, in user space and in the kernel (/proc/PID/stat, clock ticks)
+    system_s: float = 0.0
+    minor_faults: int = 0  # page faults of the receiver meanwhile
+    wakeups: int = 0  # voluntary context switches: how often it slept (on poll) and was woken
+    load: tuple[float, float] = (0.0, 0.0)  # the 1-minute load average when the point started and ended
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -461,7 +486,8 @@ def measure(link: Link, files: SenderFiles, rate: str, pps: int | None, count: i
     try:
         receiver.wait(lambda at, c: True, READY_TIMEOUT_S, "starting")  # its first counters line
         time.sleep(0.5)  # and whatever it does after printing it
-        (ran0, waited0), busy0 = receiver.schedstat(), cpu_busy_s(RECEIVER_CPU)
+        (ran0, waited0), busy0, usage0 = receiver.schedstat(), cpu_busy_s(RECEIVER_CPU), receiver.usage()
+        load0 = os.getloadavg()[0]
         sent = send(link, files, count, pps)
         try:
             idle_at, (ran1, waited1) = receiver.wait_idle(DRAIN_TIMEOUT_S)
@@ -469,7 +495,7 @@ def measure(link: Link, files: SenderFiles, rate: str, pps: int | None, count: i
             idle_at, (ran1, waited1) = time.monotonic(), receiver.schedstat()
             stuck = str(exc)
             print(stuck, file=sys.stderr, flush=True)
-        busy1 = cpu_busy_s(RECEIVER_CPU)
+        busy1, usage1 = cpu_busy_s(RECEIVER_CPU), receiver.usage()
         final = receiver.stop()
     finally:
         receiver.kill()
@@ -478,6 +504,8 @@ def measure(link: Link, files: SenderFiles, rate: str, pps: int | None, count: i
         final.kernel_received, final.kernel_dropped, final.frames, final.decoded,
         catch_up_s=max(0.0, idle_at - sent.last_arrival), cpu_s=(ran1 - ran0) / 1e9,
         waited_s=(waited1 - waited0) / 1e9, others_s=max(0.0, busy1 - busy0 - (ran1 - ran0) / 1e9),
+        user_s=usage1[0] - usage0[0], system_s=usage1[1] - usage0[1], minor_faults=usage1[2] - usage0[2],
+        wakeups=usage1[3] - usage0[3], load=(load0, os.getloadavg()[0]),
     )  # fmt: skip
     if stuck:
         point.notes.append(stuck)
@@ -779,7 +807,9 @@ def bench(args: argparse.Namespace) -> dict:
                         f"{point.probes:,} {'frames' if name == 'ring-capture' else 'probes'} "
                         f"({point.loss:.1%} lost), kernel dropped {point.kernel_dropped:,}, "
                         f"caught up {point.catch_up_s:.1f} s after, "
-                        f"CPU {point.cpu_s:.2f} s = {point.cpu_us_per_probe:.2f} us/probe"
+                        f"CPU {point.cpu_s:.2f} s = {point.cpu_us_per_probe:.2f} us/probe "
+                        f"({point.user_s:.2f} s user, {point.system_s:.2f} s system, "
+                        f"{point.minor_faults:,} page faults, {point.wakeups:,} wakeups; load {point.load[1]:.1f})"
                         + (f"  [{'; '.join(point.notes)}]" if point.notes else ""),
                         flush=True,
                     )
@@ -798,8 +828,9 @@ def points_of(results: dict) -> list[Point]:
 
 def table(results: dict) -> str:
     rows = [
-        "| offered | sent at | receiver | sent | delivered | loss | kernel drops | catch-up | CPU | CPU per probe |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| offered | sent at | receiver | sent | delivered | loss | kernel drops | catch-up | CPU (user / sys) "
+        "| wakeups | load | CPU per probe |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points_of(results):
         offered = (
@@ -812,7 +843,8 @@ def table(results: dict) -> str:
         delivered = f"{p.probes:,}" + (" frames" if p.receiver == "ring-capture" else "")
         rows.append(
             f"| {offered} | {p.achieved_pps:,.0f} pps | {p.receiver} | {p.sent:,} | {delivered} | {p.loss:.1%} | "
-            f"{p.kernel_dropped:,} | {p.catch_up_s:.1f} s | {p.cpu_s:.2f} s | {p.cpu_us_per_probe:.2f} us |"
+            f"{p.kernel_dropped:,} | {p.catch_up_s:.1f} s | {p.cpu_s:.2f} s ({p.user_s:.2f} / {p.system_s:.2f}) | "
+            f"{p.wakeups:,} | {p.load[1]:.1f} | {p.cpu_us_per_probe:.2f} us |"
         )
     return "\n".join(rows)
 
@@ -913,7 +945,10 @@ def main() -> int:
     parser.add_argument("--rates", default="25k,50k,100k,150k,200k,300k,max", help="comma-separated pps; k, M; max")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long each point sends (count = rate x this)")
     parser.add_argument("--count", type=int, default=0, help="probes per point instead of --seconds worth")
-    parser.add_argument("--receivers", default=",".join(RECEIVERS), help=f"comma-separated, of {', '.join(RECEIVERS)}")
+    parser.add_argument(
+        "--receivers", default=",".join(r for r in RECEIVERS if r != "ring-base"),
+        help=f"comma-separated, of {', '.join(RECEIVERS)} (ring-base with --baseline-ptc)",
+    )  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1, help="tries per point, interleaved; the best is reported")
     parser.add_argument("--distinct", type=int, default=4096, help="distinct probe frames the sender cycles through")
     parser.add_argument("--max-probe-pps", type=float, default=400_000, help="sizes the sender's top-rate probe")
@@ -922,6 +957,7 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "capture-benchmark.png")
     parser.add_argument("--no-report", action="store_true", help="print only; leave --report and --plot alone")
     parser.add_argument("--from-json", type=Path, help="redraw --report and --plot from a results file")
+    parser.add_argument("--baseline-ptc", type=Path, help="the ptc that receiver ring-base runs (another install)")
     parser.add_argument("--capture-only", choices=["ring", "socket"], help=argparse.SUPPRESS)
     parser.add_argument("--iface", help=argparse.SUPPRESS)
     parser.add_argument("--decode", action="store_true", help=argparse.SUPPRESS)
@@ -934,6 +970,10 @@ def main() -> int:
         return capture_only(args.capture_only, args.iface, args.decode, args.how)
     args.rates = [r for r in args.rates.split(",") if r.strip()]
     args.receivers = [r.strip() for r in args.receivers.split(",") if r.strip()]
+    if args.baseline_ptc is not None:
+        BASELINE_PTC.append(str(args.baseline_ptc))
+    elif "ring-base" in args.receivers:
+        parser.error("--receivers ring-base: give the baseline's ptc with --baseline-ptc PATH")
     for name in args.receivers:
         receiver_command(name, "x")  # unknown names fail before anything is set up
     for rate in args.rates:

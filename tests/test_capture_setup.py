@@ -151,7 +151,7 @@ def test_32_bit_ring_counts_are_an_error_not_a_traceback():
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--ring-blocks", "100000"], "= 97.7 GiB of capture ring: more than 50% of the memory ("),
+        (["--ring-blocks", "100000", "--ring-block-size", "1048576"], "= 97.7 GiB of capture ring: more than 50% of"),
         (["--ring-blocks", "100000000"], "--ring-blocks 100000000: must be from 1 to 262,144"),
         (["--ring-block-size", "3000000"], "--ring-block-size 3000000: must be a power of two"),
         (["--workers", "64", "--ring-blocks", "1024"], "each, x 64 workers: more than 50% of the memory ("),

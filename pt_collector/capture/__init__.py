@@ -47,7 +47,9 @@ class BlockReceiver(Protocol):
     """A receiver whose frames can be read in place, a block at a time: the ring receiver (the mapped ring's
     blocks), the socket receiver (its frames read into one buffer laid out as a block)."""
 
-    def drain_blocks(self, visit: BlockVisit, limit: int) -> int: ...
+    def drain_blocks(self, visit: BlockVisit, limit: int, visits: int | None = None) -> int:
+        """Up to `limit` frames handed to `visit` a block at a time, in at most `visits` calls; frames taken."""
+        ...
 
     def take_outside(self) -> int:
         """Frames drain() took but could not read (outside their block): to count as malformed (OUTSIDE_BLOCK)."""

@@ -295,19 +295,23 @@ class SocketReceiver(BoundReceiver):
             raise CaptureSetupError(f"capture on {self.iface} failed: {e.strerror}") from None
         check_interface(self.iface, self.ifindex)
 
-    def drain_blocks(self, visit: Callable[[memoryview, int, int], int], limit: int) -> int:
+    def drain_blocks(self, visit: Callable[[memoryview, int, int], int], limit: int, visits: int | None = None) -> int:
         """Read up to `limit` queued frames into one buffer laid out as a TPACKET_V3 block (each frame behind a
         tpacket3_hdr: its length, its capture time) and hand it to `visit(block, 0, count)` (the ring receiver's
-        drain_blocks contract), each time it is full and at the end: no bytes object per frame."""
+        drain_blocks contract), each time it is full (at most `visits` times) and at the end: no bytes object
+        per frame."""
         recv_into, block, now, header = self.sock.recv_into, self._block, time.time_ns, BLOCK_FRAME.pack_into
         taken, shared, store = self.taken, self._taken, TAKEN.pack_into
         end, room = len(block), BLOCK_FRAME.size + MAX_FRAME
-        count = in_block = at = 0
+        count = in_block = at = visited = 0
         try:
             while count < limit:
                 if at + room > end:
                     visit(block[:at], 0, in_block)
                     in_block = at = 0
+                    visited += 1
+                    if visited == visits:
+                        break
                 size = recv_into(block[at + BLOCK_FRAME.size : at + room])
                 ns, step = now(), BLOCK_FRAME.size + size + 15 & ~15
                 header(block, at, step, ns // 1_000_000_000, ns % 1_000_000_000, size, size, BLOCK_FRAME.size)

@@ -60,8 +60,12 @@ OUTSIDE_BLOCK = "ring: frame outside its block"
 # only during the call) from the frame header at offset `at` in it; returns the offset of the next frame header.
 BlockVisit = Callable[[memoryview, int, int], int]
 
-DEFAULT_BLOCK_SIZE = 1 << 20
-DEFAULT_BLOCK_COUNT = 64
+# 16 blocks of 4 MiB (64 MiB): at the senders' top speed each wakeup decodes some 13,000 probes in one engine call and
+# one write, 4x fewer than with 1 MiB blocks, and the CPU a wakeup costs beyond the engine's own work (Python, system
+# calls, caches cold after the wait) falls with it (benchmarks.md); at low rates, where the timeout hands blocks over
+# part full, the ring holds 16 x the timeout (1.6 s) of a stalled reader (64 x 1 MiB held 6.4 s)
+DEFAULT_BLOCK_SIZE = 1 << 22
+DEFAULT_BLOCK_COUNT = 16
 DEFAULT_BLOCK_TIMEOUT_MS = 100  # a block handed over at most 0.1 s after its first frame: fewer wakeups (benchmarks.md)
 
 # Ring geometry limits, checked before asking the kernel (ring_geometry_problem)
@@ -236,14 +240,14 @@ class RingReceiver(BoundReceiver):
         outside, self._outside = self._outside, 0
         return outside
 
-    def drain_blocks(self, visit: BlockVisit, limit: int) -> int:
+    def drain_blocks(self, visit: BlockVisit, limit: int, visits: int | None = None) -> int:
         """Hand up to `limit` frames of the ready blocks to `visit`, a block (or the rest of it) at a time, in
-        place: no copy, no object per frame. A block goes back to the kernel once visit has returned from its
-        last frames; how many frames were visited."""
+        place: no copy, no object per frame; at most `visits` calls (None: as many as it takes). A block goes
+        back to the kernel once visit has returned from its last frames; how many frames were visited."""
         view, size, state = self._view, self._block_size, self._state
         block, left, at, taken = READ_STATE.unpack_from(state)
-        count = 0
-        while count < limit:
+        count = visited = 0
+        while count < limit and visited != visits:
             if not left:
                 block, left, at = self._take_block(self._ring, block)
                 if not left:
@@ -251,6 +255,7 @@ class RingReceiver(BoundReceiver):
             take = min(left, limit - count)
             base = block * size
             at = base + visit(view[base : base + size], at - base, take)
+            visited += 1
             left -= take
             count += take
             taken += take

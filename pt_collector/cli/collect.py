@@ -82,11 +82,11 @@ SinkOpener = Callable[[], contextlib.AbstractAsyncContextManager[Sink]]
     help="ring: a PACKET_MMAP TPACKET_V3 ring, no syscall per packet; socket: recv_into until EAGAIN on each wakeup.",
 )  # fmt: skip
 @click.option(
-    "--ring-block-size", type=click.IntRange(min=4096), default=1 << 20, show_default=True, metavar="BYTES",
+    "--ring-block-size", type=click.IntRange(min=4096), default=1 << 22, show_default=True, metavar="BYTES",
     help="A power of two, up to 1 GiB, holding the interface's largest frame.",
 )  # fmt: skip
 @click.option(
-    "--ring-blocks", type=click.IntRange(min=2), default=64, show_default=True, metavar="N",
+    "--ring-blocks", type=click.IntRange(min=2), default=16, show_default=True, metavar="N",
     help="Blocks per ring (one ring per worker); all the rings together may take half of MemTotal at most, "
     "and no more than MemAvailable.",
 )  # fmt: skip
