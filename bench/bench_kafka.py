@@ -26,15 +26,7 @@ JIT):
                    call) into the KafkaSink, until flush returns; and for
                    --before-codecs the same with the records handed over as
                    Record objects read back from the engine's bytes (the
-                   Kafka path before messages were cut from encoded groups);
-                   "one send() per message": the sink handing aiokafka one
-                   message at a time (the path before record batches were
-                   built ahead, kafka/recordbatch.py); with --batch-values,
-                   record batches built from N x --batch-bytes of values
-  pre-encoded      the issue's experiment, with --pre-encoded codecs: the
-                   capture's records encoded beforehand by the native engine,
-                   per source node in 256 KiB messages, one aiokafka send()
-                   each: what aiokafka and the broker do with no ptc at all
+                   Kafka path before messages were cut from encoded groups)
 
 With each: CPU per probe of ptc (the process) and of the broker (its JVM),
 which says what bounds the rate. Topics are new, --partitions partitions,
@@ -77,8 +69,8 @@ from bench_decode import capture as decode_capture  # noqa: E402
 from pt_collector.capture.pcap import read_capture  # noqa: E402
 from pt_collector.codec.decode import Decoder  # noqa: E402
 from pt_collector.codec.record import EncodedRecords, json_encoder  # noqa: E402
-from pt_collector.kafka.client import CODECS, Cluster, ProducerSettings, start_producer  # noqa: E402
-from pt_collector.kafka.sink import KafkaSink  # noqa: E402
+from pt_collector.kafka.client import CODECS, Cluster, ProducerSettings  # noqa: E402
+from pt_collector.kafka.sink import open_kafka_sink  # noqa: E402
 from pt_collector.pipeline.batch import Batcher  # noqa: E402
 from pt_collector.pipeline.engine import NATIVE, NativeMsgpackRecords, NativeRecords  # noqa: E402
 
@@ -196,40 +188,16 @@ def _less(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else after - before
 
 
-class PerMessage:
-    """The producer as the sink saw it before record batches were built ahead: one send() per ptc message."""
-
-    def __init__(self, producer: object) -> None:
-        self.producer = producer
-
-    async def send(self, topic: str, value: bytes, key: bytes, headers: list) -> asyncio.Future:
-        return await self.producer.send(topic, value=value, key=key, headers=headers)
-
-    async def stop(self) -> None:
-        await self.producer.stop()
-
-
 async def stage(
-    path: Path,
-    broker: Broker,
-    topic: str,
-    fmt: str,
-    codec: str,
-    extra: dict,
-    objects: bool = False,
-    per_message: bool = False,
-    values: int | None = None,
+    path: Path, broker: Broker, topic: str, fmt: str, codec: str, extra: dict, objects: bool = False
 ) -> Figure:
     """The Kafka path alone: the capture read in place by the native engine, into the KafkaSink, until flush.
 
     `objects`: the records handed over as Record objects read back from the engine's bytes (the path before).
-    `per_message`: one aiokafka send() per ptc message (the path before record batches were built ahead);
-    `values`: record batches built from up to this many times --batch-bytes of message values (compressed).
     """
     from pt_collector import _native
 
     settings = ProducerSettings(compression=codec, max_value_bytes=extra.get("batch_bytes", 900 * 1024))
-    request_bytes = settings.request_bytes if values is None else settings.batch_bytes * values
     batcher = Batcher(fmt, extra.get("batch_size", 1000), settings.max_value_bytes, 0.1)
     wrap = NativeRecords if fmt == "json" else NativeMsgpackRecords
     if objects:
@@ -241,15 +209,7 @@ async def stage(
     decoder, reader = _native.Decoder(None, None, fmt), _native.CaptureReader()
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         view = memoryview(mapped)
-        producer = await start_producer(Cluster(broker.address), settings, topic)
-        sink = KafkaSink(
-            PerMessage(producer) if per_message else producer,
-            topic,
-            batcher,
-            batch_bytes=settings.batch_bytes,
-            request_bytes=request_bytes,
-        )
-        try:
+        async with open_kafka_sink(Cluster(broker.address), settings, topic, batcher) as sink:
             cpu, broker_cpu, started = time.process_time(), broker.cpu_s(), time.perf_counter()
             while reader.offset < len(view):
                 batch, used, error = decoder.decode_capture(reader, view[reader.offset :], True, CHUNK)
@@ -260,53 +220,8 @@ async def stage(
             await sink.flush()
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             broker_cpu = _less(broker.cpu_s(), broker_cpu)
-        finally:
-            await sink.close(10)
         del view
     return Figure("", sink.counters.acked, elapsed, cpu, broker_cpu, sink.counters.messages)
-
-
-def encoded_messages(path: Path, size: int) -> list[tuple[bytes, bytes, int]]:
-    """The capture's records as the native engine encodes them (JSON lines), per source node, cut into values of
-    at most `size` bytes at line ends: (key, value, records)."""
-    from pt_collector import _native
-
-    decoder, reader, by_source = _native.Decoder(None, None, "json"), _native.CaptureReader(), {}
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        view = memoryview(mapped)
-        while reader.offset < len(view):
-            batch, _, _ = decoder.decode_capture(reader, view[reader.offset :], True, CHUNK)
-            for source, data, _ in batch.groups():
-                by_source.setdefault(source, []).append(bytes(data))
-        del view
-    found = []
-    for source, parts in by_source.items():
-        data, at = b"".join(parts), 0
-        while at < len(data):
-            end = data.rfind(b"\n", at, at + size) + 1
-            found.append((source.encode(), data[at:end], data.count(b"\n", at, end)))
-            at = end
-    return found
-
-
-async def pre_encoded(messages: list[tuple[bytes, bytes, int]], broker: Broker, topic: str, codec: str) -> Figure:
-    """The issue's experiment: records encoded beforehand, in 256 KiB messages, one aiokafka send() each
-    (acks=all, idempotent, `codec`), futures gathered at the end: what aiokafka and the broker do alone."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=broker.address, acks="all", enable_idempotence=True, compression_type=codec,
-        max_batch_size=1 << 20, max_request_size=1 << 20, linger_ms=0,
-    )  # fmt: skip
-    await producer.start()
-    try:
-        await producer.partitions_for(topic)
-        cpu, broker_cpu, started = time.process_time(), broker.cpu_s(), time.perf_counter()
-        futures = [await producer.send(topic, value, key=key) for key, value, _ in messages]
-        await asyncio.gather(*futures)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        probes = sum(n for _, _, n in messages)
-        return Figure("", probes, elapsed, cpu, _less(broker.cpu_s(), broker_cpu), len(messages))
-    finally:
-        await producer.stop()
 
 
 async def per_probe(path: Path, count: int, broker: Broker, topic: str) -> Figure:
@@ -389,21 +304,8 @@ def cases(args: argparse.Namespace, path: Path, broker: Broker) -> dict[str, Cal
                 uvloop.run(stage(path, broker, t, f, c, sizes, objects=True))
             )
         for codec in codecs if args.stage else []:
-            found[f"stage, native, {fmt}, {codec}, one send() per message (the path before)"] = (
-                lambda t, f=fmt, c=codec: uvloop.run(stage(path, broker, t, f, c, sizes, per_message=True))
-            )
             found[f"stage, native, {fmt}, {codec}"] = lambda t, f=fmt, c=codec: uvloop.run(
                 stage(path, broker, t, f, c, sizes)
-            )
-            for values in [int(v) for v in args.batch_values.split(",") if v] if codec != "none" else []:
-                found[f"stage, native, {fmt}, {codec}, record batches of {values}x --batch-bytes"] = (
-                    lambda t, f=fmt, c=codec, v=values: uvloop.run(stage(path, broker, t, f, c, sizes, values=v))
-                )
-    if args.pre_encoded:
-        messages = encoded_messages(path, 256 * 1024)
-        for codec in args.pre_encoded.split(","):
-            found[f"pre-encoded JSON lines, 256 KiB messages, aiokafka send(), {codec}"] = lambda t, c=codec: (
-                uvloop.run(pre_encoded(messages, broker, t, None if c == "none" else c))
             )
     return found
 
@@ -423,8 +325,6 @@ def main() -> None:
     parser.add_argument("--before", metavar="ROOT", help="also replay with the ptc of this checkout (before/after)")
     parser.add_argument("--before-codecs", default="none,zstd", help="compression codecs for --before")
     parser.add_argument("--no-stage", dest="stage", action="store_false", help="leave out the in-process stage")
-    parser.add_argument("--batch-values", default="", help="stage also with record batches of N x --batch-bytes")
-    parser.add_argument("--pre-encoded", default="zstd,snappy", help="codecs of the pre-encoded experiment ('': none)")
     args = parser.parse_args()
     if not NATIVE:
         raise SystemExit("the native engine is not built (make setup)")

@@ -38,8 +38,6 @@ DEFAULT_COMPRESSION = "snappy"  # the fastest end to end in bench/bench_kafka.py
 ACKS = ("all", "1", "0")
 CODECS = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4, "zstd": codec.has_zstd}
 REQUEST_OVERHEAD = 64 * 1024  # room for the batch, record and request headers around a value
-BATCH_OVERHEAD = 16 * 1024  # a record batch may hold this much more than --batch-bytes (keep it under the broker's)
-COMPRESSED_BATCH_VALUES = 4  # compressed, a record batch is built from up to this many times --batch-bytes of values
 FETCH_BYTES = 4 * 1024 * 1024
 
 C = TypeVar("C", bound="Client")
@@ -156,19 +154,6 @@ class ProducerSettings:
             raise KafkaConfigError(f"unknown compression {self.compression!r}")
         check_codec(self.compression)
 
-    @property
-    def batch_bytes(self) -> int:
-        """The most bytes of one record batch, as built: what the broker takes, --batch-bytes under its limit."""
-        return self.max_value_bytes + BATCH_OVERHEAD
-
-    @property
-    def request_bytes(self) -> int:
-        """Message values taken into the record batches built at once: several messages' worth when compressed.
-
-        A batch that comes out larger than batch_bytes once compressed is built again in halves.
-        """
-        return self.batch_bytes * (1 if self.compression == "none" else COMPRESSED_BATCH_VALUES)
-
     def producer_options(self) -> dict[str, object]:
         """aiokafka keyword arguments; ptc batches itself, so the client's linger stays 0."""
         self.check()
@@ -176,7 +161,7 @@ class ProducerSettings:
             "acks": "all" if self.acks == "all" else int(self.acks),
             "enable_idempotence": self.acks == "all" if self.idempotence is None else self.idempotence,
             "compression_type": None if self.compression == "none" else self.compression,
-            "max_batch_size": self.batch_bytes,
+            "max_batch_size": self.max_value_bytes + 16 * 1024,
             "max_request_size": max(1024 * 1024, self.max_value_bytes + REQUEST_OVERHEAD),
             "linger_ms": 0,
         }

@@ -50,8 +50,6 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from .recordbatch import PreparedBatch
-
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 1.0  # backoff between connection attempts to a broker, and metadata requests
 RESEND_LIMIT = 3  # a message refused for its sequence this often, each time by a fresh producer, fails
 RENEW_RETRY_MIN_S, RENEW_RETRY_MAX_S = 0.5, 10.0  # backoff between attempts to start the replacing producer
@@ -122,8 +120,6 @@ def outage_proof(producer: AIOKafkaProducer) -> AIOKafkaProducer:
 
 @dataclass(eq=False)
 class _Message:
-    """A message (key, value, headers), or a built batch of messages for one partition (`batch`)."""
-
     number: int  # in the order sent: what is sent again goes in this order
     topic: str
     value: bytes
@@ -131,13 +127,6 @@ class _Message:
     headers: list[tuple[str, bytes]]
     delivered: asyncio.Future[Any] = field(repr=False)  # what the caller waits on
     attempts: int = 0
-    batch: PreparedBatch | None = None
-    partition: int = 0
-
-    async def hand(self, producer: AIOKafkaProducer) -> asyncio.Future[Any]:
-        if self.batch is not None:
-            return await producer.send_batch(self.batch, self.topic, partition=self.partition)
-        return await producer.send(self.topic, value=self.value, key=self.key, headers=self.headers)
 
 
 class RenewingProducer:
@@ -175,27 +164,6 @@ class RenewingProducer:
         await self._hand_over(message)
         return message.delivered
 
-    @property
-    def compression(self) -> str:
-        """The --compression the batches are built with."""
-        return self._producer._compression_type or "none"  # type: ignore[attr-defined]
-
-    async def partition(self, topic: str, key: bytes) -> int:
-        """The partition a message with this key goes to (the producer's partitioner, as `send` picks it)."""
-        await self._producer.client._wait_on_metadata(topic)
-        return int(self._producer._partition(topic, None, None, None, key, None))  # type: ignore[attr-defined]
-
-    async def send_batch(self, topic: str, partition: int, batch: PreparedBatch) -> asyncio.Future[Any]:
-        """A built batch to one partition (aiokafka's send_batch): the future settles with the broker's answer.
-
-        Kept, retried and sent again through a renewed producer as a message is.
-        """
-        await self._ready.wait()
-        future = asyncio.get_running_loop().create_future()
-        message = _Message(next(self._numbers), topic, b"", b"", [], future, batch=batch, partition=partition)
-        await self._hand_over(message)
-        return message.delivered
-
     async def flush(self) -> None:
         """Until everything sent is acknowledged or failed, through any renewal."""
         while True:
@@ -221,7 +189,7 @@ class RenewingProducer:
         producer = self._producer
         self._handing += 1
         try:
-            delivery = await message.hand(producer)
+            delivery = await producer.send(message.topic, value=message.value, key=message.key, headers=message.headers)
         except SEQUENCE_ERRORS as exc:  # its sender stopped on a sequence error: every send raises it now
             self._refused(message, exc)
             return

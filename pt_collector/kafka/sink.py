@@ -32,7 +32,6 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, runtime_checkable
@@ -44,7 +43,6 @@ from ..codec.histogram import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, Histogram
 from ..codec.record import Record
 from .client import Cluster, KafkaUnavailable, ProducerSettings, start_producer
 from .message import BySource, Message, MessageBatcher
-from .recordbatch import CODECS, PreparedBatch, prepare_batches
 
 WHEN_FULL = ("block", "drop")
 HEALTH_INTERVAL_S = 2.0
@@ -66,28 +64,6 @@ class Producer(Protocol):
     ) -> asyncio.Future[object]: ...
 
     async def stop(self) -> None: ...
-
-
-@runtime_checkable
-class BatchProducer(Producer, Protocol):
-    """A producer that takes built record batches of several messages (producer.RenewingProducer)."""
-
-    @property
-    def compression(self) -> str: ...
-
-    async def partition(self, topic: str, key: bytes) -> int: ...
-
-    async def send_batch(self, topic: str, partition: int, batch: PreparedBatch) -> asyncio.Future[object]: ...
-
-
-@dataclass(eq=False)
-class _Sending:
-    """What the send loop hands over at once: one message, or a built batch of messages for one partition."""
-
-    messages: Sequence[Message]
-    count: int  # records
-    batch: PreparedBatch | None = None
-    partition: int = 0
 
 
 @runtime_checkable
@@ -171,8 +147,6 @@ class KafkaSink:
         clock: Callable[[], float] = time.monotonic,
         connect: Callable[[], Awaitable[Producer]] | None = None,
         say: Say | None = None,
-        batch_bytes: int = 900 * 1024 + 16 * 1024,
-        request_bytes: int | None = None,
     ) -> None:
         if max_pending < 1 or when_full not in WHEN_FULL or (producer is None) == (connect is None):
             raise ValueError(f"max_pending must be positive, when_full one of {WHEN_FULL}, one of producer, connect")
@@ -195,10 +169,6 @@ class KafkaSink:
         self._clock = clock
         self._held = 0  # records accepted and not yet settled (acked or failed)
         self._queue: deque[Message] = deque()
-        self._built: deque[_Sending] = deque()  # taken from the queue, built, waiting to be handed over
-        self._batch_bytes = batch_bytes  # a built record batch's most bytes (the broker's limit)
-        self._request_bytes = request_bytes or batch_bytes  # message values taken into the batches built at once
-        self._builder: ThreadPoolExecutor | None = None  # the thread that builds them
         self._queued = asyncio.Event()  # the queue has messages
         self._opened = asyncio.Event()  # the batcher has open batches
         self._settled = asyncio.Event()  # some records were settled
@@ -333,12 +303,8 @@ class KafkaSink:
         """
         await _cancel(self._tasks)
         self._tasks = []
-        if self._builder is not None:
-            self._builder.shutdown(wait=False)
-            self._builder = None
-        unsent = [m for item in self._built for m in item.messages] + list(self._queue) + self._batcher.drain()
+        unsent = list(self._queue) + self._batcher.drain()
         self._queue.clear()
-        self._built.clear()
         for message in unsent:
             self._settle(message.count, "closed before sending")
         if self._producer is not None:
@@ -366,80 +332,39 @@ class KafkaSink:
         await self._settled.wait()
 
     async def _send_loop(self) -> None:
-        """The one task that hands messages to the producer, in order: built batches of them when it takes those."""
+        """The one task that hands messages to the producer, in order."""
         while True:
-            while not (self._queue or self._built):
+            while not self._queue:
                 self._queued.clear()
                 await self._queued.wait()
             await self._connected.wait()
-            if not self._built:
-                self._built.extend(await self._take(self._producer))  # type: ignore[arg-type]
-            item = self._built.popleft()
-            messages = len(item.messages)
+            message = self._queue.popleft()
             try:
-                delivery = await self._hand(item)
+                delivery = await self._producer.send(  # type: ignore[union-attr]
+                    self.topic, value=message.value, key=message.key, headers=message.headers
+                )
             except asyncio.CancelledError:
-                self._settle(item.count, "closed before sending", messages)
+                self._settle(message.count, "closed before sending")
                 raise
             except KafkaError as exc:
                 if not (exc.retriable or isinstance(exc, KafkaTimeoutError)):  # a timeout: it was never taken
-                    self._refused(item.count, _describe(exc), messages)
+                    self._refused(message.count, _describe(exc))
                     continue
                 # not taken for now (its buffer stays full while the broker is away): keep it, first in line;
                 # the health check says what is going on
-                self._built.appendleft(item)
+                self._queue.appendleft(message)
                 self.counters.retries += 1
                 await asyncio.sleep(RETRY_MIN_S)
                 continue
             except Exception as exc:  # a send that raises otherwise fails this message, never the loop
-                self._refused(item.count, _describe(exc), messages)
+                self._refused(message.count, _describe(exc))
                 continue
             if not self.counters.in_flight:
                 self._progress_at = self._clock()
-            self.counters.sent += item.count
-            self.counters.messages += messages
-            for message in item.messages:
-                self.counters.batch_sizes.observe(message.count)
-            delivery.add_done_callback(partial(self._delivered, messages, item.count, self._clock()))
-
-    async def _take(self, producer: Producer) -> list[_Sending]:
-        """The next message; or, for a producer that takes built batches, the queued messages up to request_bytes
-        of values, in built batches per partition (each at most batch_bytes, its messages in their order).
-
-        The batches are built (encoded, compressed) on the sink's own thread, while the pipeline and the Kafka
-        client go on: the codecs let go of the GIL.
-        """
-        if not isinstance(producer, BatchProducer):
-            message = self._queue.popleft()
-            return [_Sending([message], message.count)]
-        taken, size = [], 0
-        while self._queue and (not taken or size + len(self._queue[0].value) <= self._request_bytes):
-            taken.append(self._queue.popleft())
-            size += len(taken[-1].value)
-        try:
-            return await self._build(producer, taken)
-        except BaseException:  # cancelled (closing), or a build that failed: these messages go nowhere now
-            for message in taken:
-                self._settle(message.count, "closed before sending")
-            raise
-
-    async def _build(self, producer: BatchProducer, messages: list[Message]) -> list[_Sending]:
-        by_partition: dict[int, list[Message]] = {}
-        for message in messages:
-            by_partition.setdefault(await producer.partition(self.topic, message.key), []).append(message)
-        if self._builder is None:
-            self._builder = ThreadPoolExecutor(1, thread_name_prefix="ptc-kafka-batches")
-        build = partial(_build_batches, by_partition, CODECS[producer.compression], self._batch_bytes)
-        return await asyncio.get_running_loop().run_in_executor(self._builder, build)
-
-    async def _hand(self, item: _Sending) -> asyncio.Future[object]:
-        producer = self._producer
-        if item.batch is not None and isinstance(producer, BatchProducer):
-            return await producer.send_batch(self.topic, item.partition, item.batch)
-        message = item.messages[0]
-        return await producer.send(  # type: ignore[union-attr]
-            self.topic, value=message.value, key=message.key, headers=message.headers
-        )
+            self.counters.sent += message.count
+            self.counters.messages += 1
+            self.counters.batch_sizes.observe(message.count)
+            delivery.add_done_callback(partial(self._delivered, message.count, self._clock()))
 
     async def _linger_loop(self) -> None:
         """Closes batches whose oldest record has waited `linger`, when no write comes to do it."""
@@ -455,43 +380,35 @@ class KafkaSink:
                 continue
             self._enqueue(self._batcher.due(self._clock()))
 
-    def _delivered(self, messages: int, count: int, sent_at: float, delivery: asyncio.Future[object]) -> None:
+    def _delivered(self, count: int, sent_at: float, delivery: asyncio.Future[object]) -> None:
         if self._abandoned:  # already counted as failed at close
             return
         if delivery.cancelled():
-            self._settle(count, "delivery cancelled", messages)
+            self._settle(count, "delivery cancelled")
         elif delivery.exception() is not None:
-            self._refused(count, _describe(delivery.exception()), messages)
+            self._refused(count, _describe(delivery.exception()))
         else:
-            self.counters.acked_messages += messages
+            self.counters.acked_messages += 1
             self._progress_at = self._clock()
             self._failing = False
             self.counters.latency.observe(self._clock() - sent_at)
             self._settle(count)
 
-    def _refused(self, count: int, error: str, messages: int = 1) -> None:
-        """Records of messages the client or the broker refused: failed, and said (rate-limited upstream)."""
+    def _refused(self, count: int, error: str) -> None:
+        """Records of a message the client or the broker refused: failed, and said (rate-limited upstream)."""
         self._failing = True
         self._say("error", f"Kafka refused a message: {error}")
-        self._settle(count, error, messages)
+        self._settle(count, error)
 
-    def _settle(self, count: int, error: str | None = None, messages: int = 1) -> None:
+    def _settle(self, count: int, error: str | None = None) -> None:
         if error is None:
             self.counters.acked += count
         else:
             self.counters.failed += count
-            self.counters.errors += messages
+            self.counters.errors += 1
             self.counters.last_error = error
         self._held -= count
         self._settled.set()
-
-
-def _build_batches(by_partition: dict[int, list[Message]], compression: int, max_bytes: int) -> list[_Sending]:
-    return [
-        _Sending(batch.messages, batch.count, batch, partition)
-        for partition, messages in by_partition.items()
-        for batch in prepare_batches(messages, compression, max_bytes)
-    ]
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
@@ -533,13 +450,7 @@ async def open_kafka_sink(
     KafkaUnavailable when the cluster cannot be reached, unless
     `wait_for_broker`: then the sink starts at once and connects when it can.
     """
-    options = dict(
-        max_pending=max_pending,
-        when_full=when_full,
-        say=say,
-        batch_bytes=settings.batch_bytes,
-        request_bytes=settings.request_bytes,
-    )
+    options = dict(max_pending=max_pending, when_full=when_full, say=say)
     start = partial(start_producer, cluster, settings, topic, say=say)
     if wait_for_broker:
         sink = KafkaSink(None, topic, batcher, connect=start, **options)
