@@ -27,6 +27,10 @@ JIT):
                    --before-codecs the same with the records handed over as
                    Record objects read back from the engine's bytes (the
                    Kafka path before messages were cut from encoded groups)
+  pre-encoded      the issue's experiment, with --pre-encoded codecs: the
+                   capture's records encoded beforehand by the native engine,
+                   per source node in 256 KiB messages, one aiokafka send()
+                   each (acks=all, idempotent): aiokafka and the broker alone
 
 With each: CPU per probe of ptc (the process) and of the broker (its JVM),
 which says what bounds the rate. Topics are new, --partitions partitions,
@@ -224,6 +228,49 @@ async def stage(
     return Figure("", sink.counters.acked, elapsed, cpu, broker_cpu, sink.counters.messages)
 
 
+def encoded_messages(path: Path, size: int) -> list[tuple[bytes, bytes, int]]:
+    """The capture's records as the native engine encodes them (JSON lines), per source node, cut into values of
+    at most `size` bytes at line ends: (key, value, records)."""
+    from pt_collector import _native
+
+    decoder, reader, by_source = _native.Decoder(None, None, "json"), _native.CaptureReader(), {}
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        while reader.offset < len(view):
+            batch, _, _ = decoder.decode_capture(reader, view[reader.offset :], True, CHUNK)
+            for source, data, _ in batch.groups():
+                by_source.setdefault(source, []).append(bytes(data))
+        del view
+    found = []
+    for source, parts in by_source.items():
+        data, at = b"".join(parts), 0
+        while at < len(data):
+            end = data.rfind(b"\n", at, at + size) + 1
+            found.append((source.encode(), data[at:end], data.count(b"\n", at, end)))
+            at = end
+    return found
+
+
+async def pre_encoded(messages: list[tuple[bytes, bytes, int]], broker: Broker, topic: str, codec: str) -> Figure:
+    """The issue's experiment: records encoded beforehand, in 256 KiB messages, one aiokafka send() each
+    (acks=all, idempotent, `codec`), futures gathered at the end: what aiokafka and the broker do alone."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker.address, acks="all", enable_idempotence=True, compression_type=codec,
+        max_batch_size=1 << 20, max_request_size=1 << 20, linger_ms=0,
+    )  # fmt: skip
+    await producer.start()
+    try:
+        await producer.partitions_for(topic)
+        cpu, broker_cpu, started = time.process_time(), broker.cpu_s(), time.perf_counter()
+        futures = [await producer.send(topic, value, key=key) for key, value, _ in messages]
+        await asyncio.gather(*futures)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        probes = sum(n for _, _, n in messages)
+        return Figure("", probes, elapsed, cpu, _less(broker.cpu_s(), broker_cpu), len(messages))
+    finally:
+        await producer.stop()
+
+
 async def per_probe(path: Path, count: int, broker: Broker, topic: str) -> Figure:
     """One JSON message and one send() per probe, decoding with the pure decoder in the same loop."""
     producer = AIOKafkaProducer(bootstrap_servers=broker.address, acks="all", enable_idempotence=True)
@@ -307,6 +354,12 @@ def cases(args: argparse.Namespace, path: Path, broker: Broker) -> dict[str, Cal
             found[f"stage, native, {fmt}, {codec}"] = lambda t, f=fmt, c=codec: uvloop.run(
                 stage(path, broker, t, f, c, sizes)
             )
+    if args.pre_encoded:
+        messages = encoded_messages(path, 256 * 1024)
+        for codec in args.pre_encoded.split(","):
+            found[f"pre-encoded JSON lines, 256 KiB messages, aiokafka send(), {codec}"] = lambda t, c=codec: (
+                uvloop.run(pre_encoded(messages, broker, t, None if c == "none" else c))
+            )
     return found
 
 
@@ -325,6 +378,7 @@ def main() -> None:
     parser.add_argument("--before", metavar="ROOT", help="also replay with the ptc of this checkout (before/after)")
     parser.add_argument("--before-codecs", default="none,zstd", help="compression codecs for --before")
     parser.add_argument("--no-stage", dest="stage", action="store_false", help="leave out the in-process stage")
+    parser.add_argument("--pre-encoded", default="zstd,snappy", help="codecs of the pre-encoded experiment ('': none)")
     args = parser.parse_args()
     if not NATIVE:
         raise SystemExit("the native engine is not built (make setup)")
