@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import click
 
-from ..kafka.client import KafkaConfigError
-from ..pipeline.sinks import OutputError
+if TYPE_CHECKING:
+    import logging
 
 EXIT_FAILED = 1
 T = TypeVar("T")
@@ -82,6 +81,8 @@ def hold_standard_fds() -> None:
 def stdout_report() -> Iterator[None]:
     """Around a command's report on stdout (lines, a table): a closed stdout, or one that refuses a write
     (a full disk), is Failed in one line; a reader that went away (| head) ends the command quietly."""
+    from ..pipeline.sinks import OutputError
+
     if sys.stdout is None:
         raise Failed("cannot write stdout: it is closed")
     try:
@@ -98,6 +99,8 @@ def stdout_report() -> Iterator[None]:
 
 def echo_or_raise(line: str) -> None:
     """click.echo to stdout, its OSError as OutputError: inside a replay, which takes OSError for a capture error."""
+    from ..pipeline.sinks import OutputError
+
     try:
         click.echo(line)
     except OSError as exc:
@@ -140,6 +143,8 @@ def open_output(output: str, append: bool = False) -> Iterator[BinaryIO]:
 @contextlib.contextmanager
 def kafka_usage() -> Iterator[None]:
     """Settings that cannot work together are a usage error (exit status 2)."""
+    from ..kafka.client import KafkaConfigError
+
     try:
         yield
     except KafkaConfigError as exc:
@@ -148,6 +153,8 @@ def kafka_usage() -> Iterator[None]:
 
 def kafka_client_log(verbose: bool) -> None:
     """aiokafka logs every failed connection attempt; ptc reports the outcome in one line instead (-v shows them)."""
+    import logging
+
     handler = logging.StreamHandler(sys.stderr) if verbose else logging.NullHandler()
     handler.setFormatter(logging.Formatter("aiokafka: %(levelname)s: %(message)s"))
     logger = logging.getLogger("aiokafka")

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..codec.record import Record, to_json_lines
-from ..kafka.client import ConsumeStats, KafkaUnavailable
-from ..kafka.client import consume as consume_records
-from ..pipeline.sinks import LineWriter, OutputError
 from .common import (
     EXIT_FAILED,
     Failed,
@@ -26,6 +22,11 @@ from .kafka_options import (
     cluster_options,
     topic_option,
 )
+
+if TYPE_CHECKING:  # the Kafka client (aiokafka) is imported when the command runs, not for --help
+    from ..codec.record import Record
+    from ..kafka.client import ConsumeStats
+    from ..pipeline.sinks import LineWriter
 
 
 @click.command(short_help="Read ptc records back from a Kafka topic as JSON lines (like kcat -C).")
@@ -68,6 +69,11 @@ def consume(
     reached, a message was not a ptc batch, or it stopped before --count
     records; 2 for a usage error.
     """
+    from ..codec.record import to_json_lines
+    from ..kafka.client import ConsumeStats, KafkaUnavailable
+    from ..kafka.client import consume as consume_records
+    from ..pipeline.sinks import LineWriter, OutputError
+
     with kafka_usage():
         cluster = cluster_from(kafka)
         cluster.client_options()

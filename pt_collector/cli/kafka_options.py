@@ -10,25 +10,25 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..kafka.client import (
+from ..kafka.options import (
     ACKS,
     COMPRESSIONS,
     DEFAULT_BROKERS,
     DEFAULT_COMPRESSION,
     DEFAULT_TOPIC,
+    FORMATS,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
-    Cluster,
-    ProducerSettings,
-    Security,
+    WHEN_FULL,
 )
-from ..kafka.message import FORMATS
-from ..kafka.sink import WHEN_FULL
-from ..pipeline.batch import Batcher
+
+if TYPE_CHECKING:  # the Kafka client (aiokafka) is imported when a command goes to Kafka, not at every start
+    from ..kafka.client import Cluster, ProducerSettings
+    from ..pipeline.batch import Batcher
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -266,6 +266,8 @@ KAFKA_ONLY_PARAMS = tuple(name for name in PRODUCER_PARAMS + CLUSTER_PARAMS if n
 
 
 def cluster_from(params: Mapping[str, Any]) -> Cluster:
+    from ..kafka.client import Cluster, Security
+
     security = Security(
         protocol=params["security_protocol"],
         sasl_mechanism=params["sasl_mechanism"],
@@ -281,6 +283,8 @@ def cluster_from(params: Mapping[str, Any]) -> Cluster:
 
 
 def producer_settings_from(params: Mapping[str, Any]) -> ProducerSettings:
+    from ..kafka.client import ProducerSettings
+
     return ProducerSettings(
         acks=params["acks"],
         idempotence=params["idempotence"],
@@ -290,6 +294,8 @@ def producer_settings_from(params: Mapping[str, Any]) -> ProducerSettings:
 
 
 def batcher_from(params: Mapping[str, Any]) -> Batcher:
+    from ..pipeline.batch import Batcher
+
     return Batcher(params["fmt"], params["batch_size"], params["batch_bytes"], params["linger_ms"] / 1000)
 
 

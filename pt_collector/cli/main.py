@@ -2,34 +2,56 @@
 
 Exit status: 0 success, 1 the work failed or was incomplete (a capture
 file unreadable, an output that cannot be written), 2 a usage error.
+
+Start-up stays light: a command's module (cli/NAME.py) is imported when
+that command runs (or when --help, the man page, completion or a --config
+file need every command's options), and each module imports its heavy
+libraries (aiokafka, rich, the capture stages) where they are used.
+tests/test_startup.py checks which modules a start loads.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
 
 from .. import __version__
-from ..ops.config import add_config_help, expose_environment
 from ..ops.config import apply as apply_settings
-from ..pipeline.engine import engine_label
-from .analyze import analyze
-from .collect import collect
+from ..ops.config import prepare_command
 from .common import hold_standard_fds
-from .config import config_group
-from .consume import consume
-from .generate import generate
-from .paths import paths
-from .replay import replay
-from .rules import rules_group
+
+# Every command: its name, and the module and attribute that define it (imported on first use).
+COMMANDS = {
+    "analyze": ("analyze", "analyze"),
+    "collect": ("collect", "collect"),
+    "config": ("config", "config_group"),
+    "consume": ("consume", "consume"),
+    "generate": ("generate", "generate"),
+    "paths": ("paths", "paths"),
+    "replay": ("replay", "replay"),
+    "rules": ("rules", "rules_group"),
+}
 
 
 class PtcGroup(click.Group):
-    """`ptc`: --config is taken anywhere on the command line (before `--`), as if given before the command."""
+    """`ptc`: its commands loaded on first use, --config taken anywhere on the command line (before `--`), as if
+    given before the command."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_config(args))
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f".{module}", __package__), attribute)
+            prepare_command(command, CONFIG_HELP)  # PTC_* variables and --config, as on every command
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
 
 def hoist_config(args: list[str]) -> list[str]:
@@ -51,6 +73,16 @@ def hoist_config(args: list[str]) -> list[str]:
     return front + rest
 
 
+def show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """`ptc --version`: the version and the engine in use (which imports the engine, so only here)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from ..pipeline.engine import engine_label
+
+    click.echo(f"ptc, version {__version__}, {engine_label()}")
+    ctx.exit()
+
+
 CONFIG_HELP = (
     "Settings for the commands from a TOML file: a key per long option (tts_shift = 18), top level or in a "
     "command's table ([collect]); flags win over PTC_* variables, which win over the file. "
@@ -65,9 +97,10 @@ CONFIG_HELP = (
     "--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path), envvar="PTC_CONFIG",
     show_envvar=True, help=CONFIG_HELP,
 )  # fmt: skip
-@click.version_option(
-    __version__, "-V", "--version", prog_name="ptc", message=f"%(prog)s, version %(version)s, {engine_label()}"
-)
+@click.option(
+    "-V", "--version", is_flag=True, expose_value=False, is_eager=True, callback=show_version,
+    help="Show the version and exit.",
+)  # fmt: skip
 @click.pass_context
 def main(ctx: click.Context, config_file: Path | None) -> None:
     """ptc: the SRv6 Path Tracing probe collector.
@@ -90,18 +123,6 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
     if ctx.invoked_subcommand not in ("config", "rules") and not ctx.resilient_parsing:  # they read the file
         apply_settings(ctx, config_file)
 
-
-main.add_command(analyze)
-main.add_command(collect)
-main.add_command(config_group)
-main.add_command(consume)
-main.add_command(generate)
-main.add_command(paths)
-main.add_command(replay)
-main.add_command(rules_group)
-
-expose_environment(main)
-add_config_help(main, CONFIG_HELP)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -6,15 +6,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..codec.record import PathHistogram, Record
-from ..kafka.client import ConsumeStats, KafkaUnavailable, consume
 from ..ops.config import TTS_SHIFT, engine_for
-from ..pipeline.paths import PathTable
-from ..pipeline.replay import replay
 from ..pipeline.sinks import DirectSink
 from .common import (
     EXIT_FAILED,
@@ -27,6 +23,11 @@ from .common import (
     stdout_report,
 )
 from .kafka_options import CLUSTER_PARAMS, cluster_from, cluster_options, given_on_command_line, topic_option
+
+if TYPE_CHECKING:  # imported where used: the Kafka client (aiokafka) only to read a topic
+    from ..codec.record import Record
+    from ..kafka.client import ConsumeStats
+    from ..pipeline.paths import PathTable
 
 NS_PER_MS = 1_000_000
 KAFKA_PARAMS = ("topic", "from_beginning", "max_records", "timeout", *CLUSTER_PARAMS)
@@ -84,6 +85,9 @@ def paths(
     Exit status 0; 1 when a file could not be read or the brokers reached;
     2 for a usage error.
     """
+    from ..pipeline.paths import PathTable
+    from ..pipeline.replay import replay
+
     files = (*read_files, *files)
     if plot_file is not None:
         _check_plot(plot_file)
@@ -122,6 +126,9 @@ class _TableSink(DirectSink):
 def _from_kafka(
     table: PathTable, topic: str, from_beginning: bool, max_records: int | None, timeout: float | None, params: Any
 ) -> ConsumeStats:
+    from ..codec.record import PathHistogram, Record
+    from ..kafka.client import ConsumeStats, KafkaUnavailable, consume
+
     with kafka_usage():
         cluster = cluster_from(params)
         cluster.client_options()

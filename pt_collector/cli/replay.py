@@ -8,22 +8,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from ..kafka.client import KafkaUnavailable
-from ..kafka.sink import DeliveryCounters, KafkaSink
 from ..ops.config import TTS_SHIFT, engine_for, rules_for
-from ..pipeline.engine import Engine
-from ..pipeline.functions import RuleEngine
-from ..pipeline.limit import LimitedSink, LimitReached
-from ..pipeline.replay import ReplayStats
-from ..pipeline.replay import replay as run_replay
-from ..pipeline.routing import RoutedSink, file_routes, open_kafka_output
-from ..pipeline.rules import Ruleset, topics
-from ..pipeline.sinks import JsonLinesSink, OutputError, Sink
 from .common import (
     EXIT_FAILED,
     TTS_SHIFT_HELP,
@@ -47,6 +37,15 @@ from .kafka_options import (
     producer_settings_from,
     topic_option,
 )
+
+if TYPE_CHECKING:  # the stages are imported where used: into a file, aiokafka (routing, the sink) never is
+    from ..kafka.sink import DeliveryCounters, KafkaSink
+    from ..pipeline.engine import Engine
+    from ..pipeline.limit import LimitedSink
+    from ..pipeline.replay import ReplayStats
+    from ..pipeline.routing import RoutedSink
+    from ..pipeline.rules import Ruleset
+    from ..pipeline.sinks import JsonLinesSink, Sink
 
 REPEAT_WINDOW_S = 30.0  # the same line from the Kafka side once in this long at most
 
@@ -128,11 +127,16 @@ def replay(
     if kafka_given:
         why = "--output writes a file" if output is not None else "no Kafka destination is set (--topic, --brokers)"
         raise click.UsageError(f"{', '.join(kafka_given)}: Kafka options, but {why}")
+    from ..pipeline.limit import LimitedSink
+    from ..pipeline.replay import ReplayStats
+    from ..pipeline.sinks import JsonLinesSink, OutputError
+
     output = output or "-"
     stats, stopped, limited = ReplayStats(), None, None
     with open_output(output) as stream, _progress(show_progress) as (on_batch, _):
         lines = JsonLinesSink(stream, output_name(output))
-        sink = file_routes(RuleEngine(rules, kafka["topic"]), lines) if rules else lines
+        routed = _file_routes(rules, kafka["topic"], lines) if rules else None
+        sink: Sink = routed if routed is not None else lines
         limited = LimitedSink(sink, count) if count is not None else None
         try:
             run_async(_replay_counted(files, engine, sink, limited, on_batch, stats))
@@ -147,16 +151,26 @@ def replay(
         click.echo(lines.lines.summary(), err=True)
         if limited is not None:
             click.echo(_limit_line(limited), err=True)
-        if isinstance(sink, RoutedSink):
-            click.echo(sink.summary(), err=True)
+        if routed is not None:
+            click.echo(routed.summary(), err=True)
     for error in [*stats.capture_errors, *([stopped] if stopped else [])]:
         say_error(error)
     if stats.capture_errors or stopped:
         raise SystemExit(EXIT_FAILED)
 
 
+def _file_routes(rules: Ruleset, topic: str, lines: JsonLinesSink) -> RoutedSink:
+    """The flow rules' outputs, all into the JSON lines file."""
+    from ..pipeline.functions import RuleEngine
+    from ..pipeline.routing import file_routes
+
+    return file_routes(RuleEngine(rules, topic), lines)
+
+
 def kafka_destination(ctx: click.Context, rules: Ruleset) -> bool:
     """Is a Kafka destination set: --topic or --brokers in any layer (flag, PTC_*, config file), or a rule's topic?"""
+    from ..pipeline.rules import topics
+
     layers = (ctx.get_parameter_source(name) for name in ("topic", "brokers"))
     return any(layer not in (None, ParameterSource.DEFAULT) for layer in layers) or bool(topics(list(rules)))
 
@@ -170,6 +184,9 @@ async def _replay_counted(
     stats: ReplayStats,
 ) -> None:
     """Replay into `sink`, through `limited` (-c) when there is one: reading stops at its count."""
+    from ..pipeline.limit import LimitReached
+    from ..pipeline.replay import replay as run_replay
+
     try:
         await run_replay(files, engine, limited or sink, on_batch, stats)
     except LimitReached:
@@ -192,6 +209,10 @@ def _replay_to_kafka(
     params: dict[str, Any],
 ) -> None:
     """Replay into Kafka (through the rules, if any); exit status 1 unless everything sent was acknowledged."""
+    from ..kafka.client import KafkaUnavailable
+    from ..pipeline.replay import ReplayStats
+    from ..pipeline.routing import RoutedSink, open_kafka_output
+
     with kafka_usage():
         cluster, settings = cluster_from(params), producer_settings_from(params)
         settings.check()
@@ -265,6 +286,8 @@ async def _replay_into(
 ) -> None:
     """Replay into the opened sink (the first `count` records, with -c); `stats`, `sinks` (the sink, once open)
     and `limits` (its -c counter) outlive an interruption."""
+    from ..pipeline.limit import LimitedSink
+
     async with opened as sink:
         sinks.append(sink)
         limited = LimitedSink(sink, count) if count is not None else None

@@ -16,6 +16,7 @@ walk reads nothing else, so both paths give the same record.
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 import struct
@@ -129,6 +130,9 @@ class _Walk:
         return int.from_bytes(self.read(offset, 2), "big")
 
 
+# The runs below are compiled on first use (a walk past MANY_OPTIONS), not on import: each is a few ms of
+# re.compile, and most runs of ptc (the native engine, a --help) never need them.
+@functools.cache
 def _options_run(pt_type: int) -> re.Pattern[bytes]:
     """Pad1 bytes and whole options of any type but `pt_type` (each its type, length and data), as many as fit."""
     lengths = b"|".join(b"\\x%02x.{%d}" % (n, n) for n in range(256))
@@ -136,12 +140,12 @@ def _options_run(pt_type: int) -> re.Pattern[bytes]:
     return re.compile(b"(?:\\x00|[^\\x00\\x%02x](?:%s))*+" % (pt_type, lengths), re.DOTALL)
 
 
-_HBH_OPTIONS_RUN = _options_run(OPT_PT)
-_SRH_TLVS_RUN = _options_run(TLV_PT)
-# Hop-by-Hop, Destination Options and Routing headers that are no SRH (the lookahead), each of (len + 1) x 8
-# bytes, chained by their next header: group 1 is the last one, whose next header is where the walk goes on
-_UNITS = b"|".join(b"\\x%02x.{%d}" % (n, n * 8 + 6) for n in range(256))
-_HEADERS_RUN = re.compile(b"(?:((?:[\\x00\\x3c](?:%s)|\\x2b(?:%s)(?=..[^\\x04]))))*+" % (_UNITS, _UNITS), re.DOTALL)
+@functools.cache
+def _headers_run() -> re.Pattern[bytes]:
+    """Hop-by-Hop, Destination Options and Routing headers that are no SRH (the lookahead), each of (len + 1) x 8
+    bytes, chained by their next header: group 1 is the last one, whose next header is where the walk goes on."""
+    units = b"|".join(b"\\x%02x.{%d}" % (n, n * 8 + 6) for n in range(256))
+    return re.compile(b"(?:((?:[\\x00\\x3c](?:%s)|\\x2b(?:%s)(?=..[^\\x04]))))*+" % (units, units), re.DOTALL)
 
 
 def _skip_headers(w: _Walk, nh: int, pos: int, end: int, walked: int) -> tuple[int, int]:
@@ -153,7 +157,7 @@ def _skip_headers(w: _Walk, nh: int, pos: int, end: int, walked: int) -> tuple[i
     """
     if walked <= MANY_OPTIONS or nh not in (NH_HOP_BY_HOP, NH_DEST_OPTS):
         return nh, pos
-    found = _HEADERS_RUN.match(w.frame, pos, min(end, w.size))
+    found = _headers_run().match(w.frame, pos, min(end, w.size))
     last = found.start(1) if found else -1
     if last < 0:
         return nh, pos
@@ -251,7 +255,7 @@ def _hbh_pt_option(w: _Walk, pos: int, end: int) -> tuple[int, int] | None:
     while p < hbh_end:
         walked += 1
         if walked > MANY_OPTIONS:  # a run of options that fit is marked deciding as a whole: a stricter guard
-            p = w.skip(_HBH_OPTIONS_RUN, p, min(hbh_end, end, w.size))
+            p = w.skip(_options_run(OPT_PT), p, min(hbh_end, end, w.size))
             if p >= hbh_end:
                 break
         w.need(pos, p + 1 - pos, end, "hbh", "header runs past the packet")
@@ -288,7 +292,7 @@ def _srh(w: _Walk, pos: int, end: int, layer: str) -> tuple[list[int], int | Non
     while p < pos + size:
         walked += 1
         if walked > MANY_OPTIONS:
-            p = w.skip(_SRH_TLVS_RUN, p, pos + size)
+            p = w.skip(_options_run(TLV_PT), p, pos + size)
             if p >= pos + size:
                 break
         tlv_type = w.frame[p]

@@ -26,16 +26,10 @@ from aiokafka.structs import ConsumerRecord
 from ..codec.record import Record
 from .kinds import decode_any_message
 from .message import MessageError
+from .options import ACKS, COMPRESSIONS, DEFAULT_BROKERS, DEFAULT_COMPRESSION, SASL_MECHANISMS, SECURITY_PROTOCOLS
 from .producer import RenewingProducer, Say, outage_proof
 
-DEFAULT_BROKERS = "127.0.0.1:9092"
-DEFAULT_TOPIC = "pt-probes"
 CLIENT_ID = "ptc"
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
-DEFAULT_COMPRESSION = "snappy"  # the fastest end to end in bench/bench_kafka.py (docs/benchmarks.md, Kafka)
-ACKS = ("all", "1", "0")
 CODECS = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4, "zstd": codec.has_zstd}
 REQUEST_OVERHEAD = 64 * 1024  # room for the batch, record and request headers around a value
 FETCH_BYTES = 4 * 1024 * 1024

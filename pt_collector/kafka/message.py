@@ -21,11 +21,11 @@ from typing import Any, Protocol, overload, runtime_checkable
 import msgspec
 
 from ..codec.record import SCHEMA_VERSION, Record, json_decoder, json_encoder, msgpack_decoder, msgpack_encoder
+from .options import FORMATS
 
 SCHEMA_HEADER = "ptc-schema"
 FORMAT_HEADER = "ptc-format"
 COUNT_HEADER = "ptc-count"
-FORMATS = ("json", "msgpack")
 SPLIT_MARGIN = 1.05  # records differ in size: cut a little finer than the average asks
 
 _SCHEMA_VALUE = str(SCHEMA_VERSION).encode()

@@ -43,8 +43,8 @@ from ..codec.histogram import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, Histogram
 from ..codec.record import Record
 from .client import Cluster, KafkaUnavailable, ProducerSettings, start_producer
 from .message import BySource, Message, MessageBatcher
+from .options import WHEN_FULL
 
-WHEN_FULL = ("block", "drop")
 HEALTH_INTERVAL_S = 2.0
 HEALTH_TIMEOUT_S = 5.0
 STALL_S = 10.0  # messages in flight and no acknowledgement for this long: Kafka is not taking records

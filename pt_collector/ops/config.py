@@ -12,24 +12,24 @@ docs/configuration.md is the user's side of this.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Network
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..codec.shift_infer import AUTO
 from ..codec.tts import MAX_SHIFT
-from ..pipeline.engine import Engine, EngineError
-from ..pipeline.rules import RuleError, Ruleset, parse_rules
-from ..pipeline.shift_watch import Shift, ShiftWatchingEngine, watching
+
+if TYPE_CHECKING:  # imported where used: every `ptc` start (a --help too) imports this module
+    from ..pipeline.engine import Engine
+    from ..pipeline.rules import Ruleset
+    from ..pipeline.shift_watch import Shift
 
 ENV_PREFIX = "PTC_"
 SHIFTS_TABLE = "tts_shift_by_source"
@@ -82,7 +82,13 @@ class Config:
     name: str  # the file as given, for messages
     table: Mapping[str, Any]
     shift_by_source: Mapping[IPv6Network, int | str]  # a shift 0..24, or "auto"
-    rules: Ruleset = field(default_factory=Ruleset)
+    rules: Ruleset = field(default_factory=lambda: _no_rules())
+
+
+def _no_rules() -> Ruleset:
+    from ..pipeline.rules import Ruleset
+
+    return Ruleset()
 
 
 def is_secret(key: str) -> bool:
@@ -102,15 +108,22 @@ def option_keys(command: click.Command) -> dict[str, click.Option]:
     return keys
 
 
+def subcommands(group: click.Group) -> dict[str, click.Command]:
+    """The group's commands by name, each loaded (`ptc` imports a command's module on first use)."""
+    ctx = click.Context(group)
+    loaded = ((name, group.get_command(ctx, name)) for name in group.list_commands(ctx))
+    return {name: command for name, command in loaded if command is not None}
+
+
 def configurable(group: click.Group) -> dict[str, click.Command]:
     """The commands whose options settings can set (not groups such as `config`)."""
-    return {name: cmd for name, cmd in group.commands.items() if not isinstance(cmd, click.Group)}
+    return {name: cmd for name, cmd in subcommands(group).items() if not isinstance(cmd, click.Group)}
 
 
 def commands_of(group: click.Group) -> dict[str, click.Command]:
     """Every command under `group`, groups' subcommands too, by their path (`rules test`)."""
     found: dict[str, click.Command] = {}
-    for name, command in group.commands.items():
+    for name, command in subcommands(group).items():
         if isinstance(command, click.Group):
             found.update({f"{name} {sub}": cmd for sub, cmd in commands_of(command).items()})
         else:
@@ -118,22 +131,19 @@ def commands_of(group: click.Group) -> dict[str, click.Command]:
     return found
 
 
-def expose_environment(group: click.Group) -> None:
-    """Give every option of every command its variable, PTC_<KEY>, the same one in each command that has it, and
-    show it in --help ([env var: PTC_TOPIC]); click names it in an error about the option too."""
-    for command in commands_of(group).values():
-        for key, option in option_keys(command).items():
+def prepare_command(command: click.Command, help_text: str) -> None:
+    """What every `ptc` command (and subcommand) gets as it is loaded: each option its variable, PTC_<KEY>, the
+    same one in each command that has it, shown in --help ([env var: PTC_TOPIC]; click names it in an error about
+    the option too); and --config in its --help, which the group takes from anywhere on the line, so the command
+    itself never sees it (expose_value=False)."""
+    commands = commands_of(command).values() if isinstance(command, click.Group) else [command]
+    for each in commands:
+        for key, option in option_keys(each).items():
             if not option.envvar:
                 option.envvar = ENV_PREFIX + key.upper()
             option.show_envvar = True
-
-
-def add_config_help(group: click.Group, help_text: str) -> None:
-    """Every command's --help lists --config too: the group takes it from anywhere on the line, so the command
-    itself never sees it (expose_value=False)."""
-    for command in commands_of(group).values():
-        if not any("--config" in param.opts for param in command.params):
-            command.params.append(
+        if not any("--config" in param.opts for param in each.params):
+            each.params.append(
                 click.Option(["--config"], metavar="FILE", expose_value=False, help=help_text, envvar="PTC_CONFIG",
                              show_envvar=True)
             )  # fmt: skip
@@ -146,6 +156,8 @@ def read(path: Path | None) -> Config:
     """The config file at `path` (None: no file), its keys checked; values are checked per command."""
     if path is None:
         return Config("", {}, {})
+    import tomllib
+
     name = str(path)
     try:
         with open(path, "rb") as stream:
@@ -182,6 +194,8 @@ def check_keys(config: Config, commands: Mapping[str, click.Command]) -> None:
 
 
 def _did_you_mean(key: str, *choices: Mapping[str, Any] | set[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(key, [c for group in choices for c in group], n=1)
     return f"; did you mean {close[0]}?" if close else ""
 
@@ -207,6 +221,8 @@ def _shifts(name: str, table: object) -> dict[IPv6Network, int | str]:
 
 def _rules(name: str, tables: object) -> Ruleset:
     """[[rules]], each key checked (a topic's name is checked with the --topic option, in check_keys)."""
+    from ..pipeline.rules import RuleError, parse_rules
+
     try:
         return parse_rules(tables)
     except RuleError as exc:
@@ -293,11 +309,18 @@ def apply(ctx: click.Context, path: Path | None) -> None:
     """Check the file and make it, and the environment, the invoked command's defaults (flags still win).
 
     The whole file is checked whatever the command, the environment only
-    for the command that runs (PTC_WORKERS means nothing to replay).
+    for the command that runs (PTC_WORKERS means nothing to replay). So
+    only a file that sets something loads every command (their options);
+    without one, the command that runs is the only one imported.
     """
     assert isinstance(ctx.command, click.Group)
-    commands = configurable(ctx.command)
     config = read(path)
+    if config.table:
+        commands = configurable(ctx.command)
+    else:
+        name = ctx.invoked_subcommand or ""
+        invoked = ctx.command.get_command(ctx, name)
+        commands = {name: invoked} if invoked is not None and not isinstance(invoked, click.Group) else {}
     check_keys(config, commands)
     for name, command in commands.items():
         found = settings(name, command, config, environ=name == ctx.invoked_subcommand)
@@ -315,7 +338,7 @@ def rules_for() -> Ruleset:
     """The running command's flow rules: the config file's [[rules]], or none."""
     ctx = click.get_current_context(silent=True)
     rules = ctx.meta.get(_META_RULES) if ctx is not None else None
-    return rules if rules is not None else Ruleset()
+    return rules if rules is not None else _no_rules()
 
 
 def engine_for(
@@ -328,6 +351,9 @@ def engine_for(
     A shift given (or `auto`) is checked against the probes (`auto`: learnt), in lines on stderr; the sources
     still learning when the command ends get their verdict then.
     """
+    from ..pipeline.engine import EngineError
+    from ..pipeline.shift_watch import ShiftWatchingEngine, watching
+
     ctx = click.get_current_context(silent=True)
     if shift_by_source is None:
         shift_by_source = ctx.meta.get(_META_SHIFTS) if ctx is not None else None
