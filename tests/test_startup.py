@@ -102,6 +102,14 @@ def test_a_config_file_loads_every_commands_options_but_no_heavy_library(tmp_pat
     assert not heavy(modules)
 
 
+def test_a_misspelt_command_is_told_the_one_meant():
+    done = subprocess.run(
+        [sys.executable, "-m", "pt_collector.cli.main", "replya", "x.pcap"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "No such command 'replya'. Did you mean 'replay'?" in done.stderr
+
+
 def test_a_config_file_checked_for_a_command_that_is_not_loaded_otherwise(tmp_path):
     """An invalid value for another command's option still fails, in one line, with the file's key."""
     config = tmp_path / "ptc.toml"

@@ -53,6 +53,15 @@ class PtcGroup(click.Group):
             self.add_command(command, cmd_name)
         return self.commands.get(cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """click's, with "Did you mean ...?" chosen among every command, loaded or not."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            raise click.exceptions.NoSuchCommand(exc.command_name, possibilities=COMMANDS, ctx=ctx) from None
+
 
 def hoist_config(args: list[str]) -> list[str]:
     """`--config FILE` and `--config=FILE` moved to the front, wherever they stand (until `--`)."""

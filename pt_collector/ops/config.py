@@ -75,6 +75,13 @@ class Setting:
     origin: str
 
 
+def _no_rules() -> Ruleset:
+    """An empty Ruleset (pipeline.rules imported only now: `ptc --help` has no use for it)."""
+    from ..pipeline.rules import Ruleset
+
+    return Ruleset()
+
+
 @dataclass(frozen=True)
 class Config:
     """A read and checked config file, or none (an empty table)."""
@@ -82,13 +89,7 @@ class Config:
     name: str  # the file as given, for messages
     table: Mapping[str, Any]
     shift_by_source: Mapping[IPv6Network, int | str]  # a shift 0..24, or "auto"
-    rules: Ruleset = field(default_factory=lambda: _no_rules())
-
-
-def _no_rules() -> Ruleset:
-    from ..pipeline.rules import Ruleset
-
-    return Ruleset()
+    rules: Ruleset = field(default_factory=_no_rules)
 
 
 def is_secret(key: str) -> bool:
