@@ -135,6 +135,8 @@ class Evidence:
 
     def verdict(self, final: bool) -> Verdict | None:
         """The shift, once exactly one is sure and every other is refuted (or, `final`, sure at all); None: wait."""
+        if not final and self.probes < MIN_PROBES:  # no shift tested on MIN_PROBES yet: none is sure, wait
+            return None
         sure = [s for s in SHIFTS if self._sure(s)]
         alive = tuple(s for s in SHIFTS if self.tested[s] >= MIN_PROBES and self.holds(s) and s not in sure)
         if len(sure) == 1 and (final or not alive):
