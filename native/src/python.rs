@@ -91,7 +91,7 @@ impl Batch {
     #[pyo3(signature = (ends = false, slot = None))]
     fn groups<'py>(&self, py: Python<'py>, ends: bool, slot: Option<u32>) -> PyResult<Bound<'py, PyList>> {
         let out = &self.out;
-        let spans = crate::rules::group_spans(out, out.rules.as_deref(), slot);
+        let spans = crate::routes::group_spans(out, out.rules.as_deref(), slot);
         let list = PyList::empty(py);
         for (g, spans) in spans.iter().filter(|(_, s)| !s.is_empty()) {
             let (text, count) = (out.source_text(*g), spans.len());
@@ -135,25 +135,25 @@ impl Batch {
 
     /// Routed by flow rules: per rule (the default first, then 1, 2, ...) (probes matched, records kept).
     fn rule_counts(&self) -> Vec<(u64, u64)> {
-        self.out.rules.as_ref().map_or_else(Vec::new, |r| crate::rules::counts(&self.out, r))
+        self.out.rules.as_ref().map_or_else(Vec::new, |r| crate::routes::counts(&self.out, r))
     }
 
     /// Routed: the records of output `slot` in input order, and how many.
     fn slot_data<'py>(&self, py: Python<'py>, slot: u32) -> (Bound<'py, PyBytes>, usize) {
         let (data, n) =
-            self.out.rules.as_ref().map_or((Vec::new(), 0), |r| crate::rules::slot_data(&self.out, r, slot));
+            self.out.rules.as_ref().map_or((Vec::new(), 0), |r| crate::routes::slot_data(&self.out, r, slot));
         (PyBytes::new(py, &data), n)
     }
 
     /// Routed: (position, rule) of each record of a raw rule (its frame is taken in Python).
     fn elsewhere(&self) -> Vec<(u32, u32)> {
-        self.out.rules.as_ref().map_or_else(Vec::new, |r| crate::rules::elsewhere(&self.out, r))
+        self.out.rules.as_ref().map_or_else(Vec::new, |r| crate::routes::elsewhere(&self.out, r))
     }
 
     /// Routed: this batch's histogram probes counted into their rules' windows (once): the windows they closed.
     fn aggregate(&self, py: Python<'_>) -> Vec<crate::rules::python::ClosedTuple> {
         let out = &self.out;
-        let found = py.detach(|| out.rules.as_ref().map_or_else(Vec::new, |r| r.aggregate(out)));
+        let found = py.detach(|| out.rules.as_ref().map_or_else(Vec::new, |r| crate::routes::aggregate(r, out)));
         crate::rules::python::closed(found)
     }
 
