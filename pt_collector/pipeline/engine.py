@@ -249,6 +249,14 @@ class NativeEngine:
         batch, at = self._decoder.decode_block(block, at, count, linktype)
         return self._decoded(batch), at
 
+    def decode_capture(
+        self, reader: _native.CaptureReader, chunk: memoryview, last: bool
+    ) -> tuple[Decoded, int, str | None]:
+        """Up to NATIVE_BATCH frames of a pcap or pcapng chunk read in place by `reader`: the records, the bytes
+        used, and the capture's error if it ends there."""
+        batch, used, error = self._decoder.decode_capture(reader, chunk, last, NATIVE_BATCH)
+        return self._decoded(batch), used, error
+
     def _decoded(self, batch: _native.Batch) -> Decoded:
         out = Decoded(not_pt=batch.not_pt, malformed=Counter(batch.malformed))
         if batch.decoded:
@@ -266,15 +274,15 @@ class NativeCapture:
     released), NATIVE_BATCH frames at a time."""
 
     def __init__(self, engine: NativeEngine) -> None:
-        self._engine, self._decoder, self._reader = engine, engine._decoder, _native.CaptureReader()
+        self._engine, self._reader = engine, _native.CaptureReader()
 
     def decode(self, buf: Bytes, start: int, last: bool) -> tuple[list[Decoded], int, str | None]:
         view = memoryview(buf)[start:]
         try:
-            batch, used, error = self._decoder.decode_capture(self._reader, view, last, NATIVE_BATCH)
+            decoded, used, error = self._engine.decode_capture(self._reader, view, last)
         finally:
             view.release()  # a mapped file can be closed once this call is done
-        return [self._engine._decoded(batch)], used, error
+        return [decoded], used, error
 
 
 class EngineError(ValueError):
