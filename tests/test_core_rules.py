@@ -26,7 +26,6 @@ from pt_collector.codec.decode import Decoder
 from pt_collector.codec.record import EncodedRecords, Record, json_encoder, msgpack_encoder
 from pt_collector.kafka.message import BySource
 from pt_collector.pipeline import core_rules, functions
-from pt_collector.pipeline.core_rules import SlotMsgpack
 from pt_collector.pipeline.engine import NativeEngine, NativeMsgpackRecords, PythonEngine
 from pt_collector.pipeline.functions import HISTOGRAMS, RECORDS, RuleEngine
 from pt_collector.pipeline.rules import parse_rules
@@ -62,10 +61,8 @@ RULESETS = {
 def encoded(records, fmt: str) -> bytes:
     if isinstance(records, EncodedRecords) and fmt == "json":
         return bytes(records.json_lines)
-    if isinstance(records, SlotMsgpack):
-        return records.data
     if isinstance(records, NativeMsgpackRecords):
-        return records.batch.data
+        return records.data
     if fmt == "json":
         return json_encoder.encode_lines(list(records))
     return b"".join(msgpack_encoder.encode(r) for r in records)

@@ -19,13 +19,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..codec.record import (
     HISTOGRAM_SCHEMA_VERSION,
     DelayHistogram,
-    EncodedRecords,
     PathHistogram,
     PathNode,
     Record,
-    msgpack_decoder,
 )  # fmt: skip
-from ..kafka.message import Group, SourceGroups, array_header
 from .engine import NativeMsgpackRecords, NativeRecords
 from .rules import HistogramSpec, Prefixes, Rule, Sample
 
@@ -93,64 +90,10 @@ def routed_batch(records: Sequence[Record], rules: _native.Rules | None) -> _nat
 
 def slot_records(batch: _native.Batch, slot: int, count: int) -> Sequence[Record]:
     """Output `slot`'s records of a routed batch, still encoded (all of them: the batch as it is, no copy)."""
+    records = NativeRecords if batch.format == "json" else NativeMsgpackRecords
     if count == batch.decoded:  # a record goes to one output at most: this one has every record, in input order
-        return NativeRecords(batch) if batch.format == "json" else NativeMsgpackRecords(batch)
-    return SlotLines(batch, slot, count) if batch.format == "json" else SlotMsgpack(batch, slot, count)
-
-
-class SlotLines(EncodedRecords):
-    """One output's records as JSON lines (a file takes them whole) and per source node (a Kafka sink)."""
-
-    __slots__ = ("_batch", "_lines", "_slot")
-
-    def __init__(self, batch: _native.Batch, slot: int, count: int) -> None:
-        self._batch, self._slot, self._count, self._records = batch, slot, count, None
-        self._lines: bytes | None = None
-
-    @property
-    def json_lines(self) -> bytes:  # type: ignore[override]
-        if self._lines is None:
-            self._lines = self._batch.slot_data(self._slot)[0]
-        return self._lines
-
-    def by_source(self) -> SourceGroups:
-        return _groups(self._batch, self._slot)
-
-
-class SlotMsgpack(Sequence[Record]):
-    """One output's records as msgpack, per source node for a Kafka sink; Record objects only when asked for."""
-
-    __slots__ = ("_batch", "_count", "_records", "_slot")
-
-    def __init__(self, batch: _native.Batch, slot: int, count: int) -> None:
-        self._batch, self._slot, self._count = batch, slot, count
-        self._records: list[Record] | None = None
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __getitem__(self, index):  # type: ignore[no-untyped-def]  # int -> Record, slice -> list[Record]
-        if self._records is None:
-            data, count = self._batch.slot_data(self._slot)
-            self._records = msgpack_decoder.decode(array_header(count) + data)
-        return self._records[index]
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    @property
-    def data(self) -> bytes:
-        """The records in input order, msgpack elements back to back."""
-        return self._batch.slot_data(self._slot)[0]
-
-    def by_source(self) -> SourceGroups:
-        return _groups(self._batch, self._slot)
-
-
-def _groups(batch: _native.Batch, slot: int) -> SourceGroups:
-    return SourceGroups(batch.format, [Group(source, data, ends) for source, data, _, ends in batch.groups(True, slot)])
+        return records(batch)
+    return records(batch, slot, count)
 
 
 @runtime_checkable

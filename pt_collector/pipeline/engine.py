@@ -149,21 +149,27 @@ class PythonEngine:
 
 
 class NativeRecords(EncodedRecords):
-    """The native engine's JSON lines (EncodedRecords), and the same records per source node for Kafka (by_source)."""
+    """The native engine's JSON lines (EncodedRecords), and the same records per source node for Kafka (by_source).
+    With `slot`, the `count` records of one output of the flow rules matched in the core (core_rules.py)."""
 
-    __slots__ = ("_batch",)
+    __slots__ = ("_batch", "_lines", "_slot")
 
-    def __init__(self, batch: _native.Batch) -> None:  # no JSON lines copied out of the batch until asked for
-        self._batch = batch
-        self._count = batch.decoded
+    def __init__(self, batch: _native.Batch, slot: int | None = None, count: int | None = None) -> None:
+        self._batch, self._slot = batch, slot  # no JSON lines copied out of the batch until asked for
+        self._count = batch.decoded if count is None else count
         self._records = None
+        self._lines: bytes | None = None
 
     @property
     def json_lines(self) -> bytes:  # type: ignore[override]
-        return memoryview(self._batch)  # type: ignore[return-value]  # a view of the batch's bytes, no copy
+        if self._slot is None:
+            return memoryview(self._batch)  # type: ignore[return-value]  # a view of the batch's bytes, no copy
+        if self._lines is None:
+            self._lines = self._batch.slot_data(self._slot)[0]
+        return self._lines
 
     def by_source(self) -> SourceGroups:
-        return source_groups(self._batch)
+        return source_groups(self._batch, self._slot)
 
     @property
     def batch(self) -> _native.Batch:  # the flow rules matched in the core read its routes (core_rules.py)
@@ -172,20 +178,23 @@ class NativeRecords(EncodedRecords):
 
 class NativeMsgpackRecords(Sequence[Record]):
     """The native engine's records encoded as msgpack (for `--format msgpack` into Kafka): per source node for the
-    Kafka sink (by_source), read back as Record objects only when one is asked for (flow rules)."""
+    Kafka sink (by_source), read back as Record objects only when one is asked for (flow rules). With `slot`, the
+    `count` records of one output of the flow rules matched in the core (core_rules.py)."""
 
-    __slots__ = ("_batch", "_records")
+    __slots__ = ("_batch", "_count", "_data", "_records", "_slot")
 
-    def __init__(self, batch: _native.Batch) -> None:
-        self._batch = batch
+    def __init__(self, batch: _native.Batch, slot: int | None = None, count: int | None = None) -> None:
+        self._batch, self._slot = batch, slot
+        self._count = batch.decoded if count is None else count
+        self._data: bytes | None = None
         self._records: list[Record] | None = None
 
     def __len__(self) -> int:
-        return self._batch.decoded
+        return self._count
 
     def __getitem__(self, index):  # type: ignore[no-untyped-def]  # int -> Record, slice -> list[Record]
         if self._records is None:
-            self._records = msgpack_decoder.decode(array_header(self._batch.decoded) + self._batch.data)
+            self._records = msgpack_decoder.decode(array_header(self._count) + self.data)
         return self._records[index]
 
     def __eq__(self, other: object) -> bool:
@@ -193,17 +202,28 @@ class NativeMsgpackRecords(Sequence[Record]):
 
     __hash__ = None  # type: ignore[assignment]
 
+    @property
+    def data(self) -> bytes:
+        """The records in input order, msgpack elements back to back."""
+        if self._slot is None:
+            return self._batch.data
+        if self._data is None:
+            self._data = self._batch.slot_data(self._slot)[0]
+        return self._data
+
     def by_source(self) -> SourceGroups:
-        return source_groups(self._batch)
+        return source_groups(self._batch, self._slot)
 
     @property
     def batch(self) -> _native.Batch:
         return self._batch
 
 
-def source_groups(batch: _native.Batch) -> SourceGroups:
-    """A native batch's records per source node, as the Kafka messages are cut (no Python object per record)."""
-    return SourceGroups(batch.format, [Group(source, data, ends) for source, data, _, ends in batch.groups(True)])
+def source_groups(batch: _native.Batch, slot: int | None = None) -> SourceGroups:
+    """A native batch's records per source node, as the Kafka messages are cut (no Python object per record); with
+    `slot`, those of one output of the flow rules."""
+    groups = batch.groups(True, slot)
+    return SourceGroups(batch.format, [Group(source, data, ends) for source, data, _, ends in groups])
 
 
 class NativeEngine:
