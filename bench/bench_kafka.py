@@ -10,8 +10,9 @@ change them (the tests' lean flags, C1 only and serial GC, cap the broker).
 A capture of --count encapsulated probes (5 MCDs, 3 segments, 16 sources)
 is generated once into bench/out/. Every figure is probes acknowledged by
 the broker per second (acks=all, idempotent), best of --rounds, the cases
-interleaved round by round (after one replay not counted, for the broker's
-JIT):
+interleaved round by round, after --warm-up seconds of replays not counted
+(the broker's JIT compiles for a minute or so of traffic; a broker in
+service is warm):
 
   per-probe send   how collectors usually deliver: the pure decoder and one
                    JSON message per probe, one aiokafka send() each (futures
@@ -23,7 +24,10 @@ JIT):
                    (its package and built engine), for a before/after
   stage            the Kafka path on its own, in process: the capture read in
                    place by the native engine (decode_capture, 1024 frames a
-                   call) into the KafkaSink, until flush returns; and for
+                   call) into the KafkaSink, until flush returns; for none
+                   and snappy also with aiokafka's send() building the
+                   record batches (the path before they were built by the
+                   native engine, kafka/recordbatch.py); and for
                    --before-codecs the same with the records handed over as
                    Record objects read back from the engine's bytes (the
                    Kafka path before messages were cut from encoded groups)
@@ -74,6 +78,7 @@ from pt_collector.capture.pcap import read_capture  # noqa: E402
 from pt_collector.codec.decode import Decoder  # noqa: E402
 from pt_collector.codec.record import EncodedRecords, json_encoder  # noqa: E402
 from pt_collector.kafka.client import CODECS, Cluster, ProducerSettings  # noqa: E402
+from pt_collector.kafka.recordbatch import NATIVE_CODECS  # noqa: E402
 from pt_collector.kafka.sink import open_kafka_sink  # noqa: E402
 from pt_collector.pipeline.batch import Batcher  # noqa: E402
 from pt_collector.pipeline.engine import NATIVE, NativeMsgpackRecords, NativeRecords  # noqa: E402
@@ -193,15 +198,18 @@ def _less(after: float | None, before: float | None) -> float | None:
 
 
 async def stage(
-    path: Path, broker: Broker, topic: str, fmt: str, codec: str, extra: dict, objects: bool = False
+    path: Path, broker: Broker, topic: str, fmt: str, codec: str, extra: dict, objects: bool = False, built: bool = True
 ) -> Figure:
     """The Kafka path alone: the capture read in place by the native engine, into the KafkaSink, until flush.
 
     `objects`: the records handed over as Record objects read back from the engine's bytes (the path before).
+    `built`: each message's record batch built by the native engine (kafka/recordbatch.py), else aiokafka's send().
     """
     from pt_collector import _native
 
-    settings = ProducerSettings(compression=codec, max_value_bytes=extra.get("batch_bytes", 900 * 1024))
+    settings = ProducerSettings(
+        compression=codec, max_value_bytes=extra.get("batch_bytes", 900 * 1024), native_batches=built
+    )
     batcher = Batcher(fmt, extra.get("batch_size", 1000), settings.max_value_bytes, 0.1)
     wrap = NativeRecords if fmt == "json" else NativeMsgpackRecords
     if objects:
@@ -335,18 +343,18 @@ def cases(args: argparse.Namespace, path: Path, broker: Broker) -> dict[str, Cal
             found[f"replay, native, {fmt}, {codec}"] = lambda t, f=fmt, c=codec: replay_command(
                 path, broker, t, "native", f, c, extra
             )
-        for codec in args.pure_codecs.split(","):
+        for codec in filter(None, args.pure_codecs.split(",")):
             found[f"replay, python, {fmt}, {codec}"] = lambda t, f=fmt, c=codec: replay_command(
                 path, broker, t, "python", f, c, extra
             )
-        for codec in args.before_codecs.split(",") if args.before else []:
+        for codec in filter(None, args.before_codecs.split(",")) if args.before else []:
             commit = subprocess.run(
                 ["git", "-C", args.before, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
             ).stdout.strip()
             found[f"replay, native, {fmt}, {codec}, before ({commit or args.before})"] = lambda t, f=fmt, c=codec: (
                 replay_command(path, broker, t, "native", f, c, extra, args.before)
             )
-        for codec in args.before_codecs.split(",") if args.stage else []:
+        for codec in filter(None, args.before_codecs.split(",")) if args.stage else []:
             found[f"stage, native, {fmt}, {codec}, Record objects (the path before)"] = lambda t, f=fmt, c=codec: (
                 uvloop.run(stage(path, broker, t, f, c, sizes, objects=True))
             )
@@ -354,6 +362,10 @@ def cases(args: argparse.Namespace, path: Path, broker: Broker) -> dict[str, Cal
             found[f"stage, native, {fmt}, {codec}"] = lambda t, f=fmt, c=codec: uvloop.run(
                 stage(path, broker, t, f, c, sizes)
             )
+            if codec in NATIVE_CODECS:
+                found[f"stage, native, {fmt}, {codec}, aiokafka send() (the path before)"] = lambda t, f=fmt, c=codec: (
+                    uvloop.run(stage(path, broker, t, f, c, sizes, built=False))
+                )
     if args.pre_encoded:
         messages = encoded_messages(path, 256 * 1024)
         for codec in args.pre_encoded.split(","):
@@ -379,6 +391,9 @@ def main() -> None:
     parser.add_argument("--before-codecs", default="none,zstd", help="compression codecs for --before")
     parser.add_argument("--no-stage", dest="stage", action="store_false", help="leave out the in-process stage")
     parser.add_argument("--pre-encoded", default="zstd,snappy", help="codecs of the pre-encoded experiment ('': none)")
+    parser.add_argument(
+        "--warm-up", type=float, default=60.0, help="seconds of replays before measuring, for the broker's JIT"
+    )
     args = parser.parse_args()
     if not NATIVE:
         raise SystemExit("the native engine is not built (make setup)")
@@ -387,8 +402,11 @@ def main() -> None:
     started = time.perf_counter()
     with broker(args.brokers) as b:
         measured = cases(args, path, b)
-        warm_up = next(case for case in measured if case.startswith("replay"))
-        measured[warm_up](uvloop.run(new_topic(b.address, args.partitions)))  # the broker's JIT, not counted
+        warm_up, until = next(case for case in measured if case.startswith("replay")), time.monotonic() + args.warm_up
+        while True:  # the broker's JIT compiles for a minute or so of traffic: a broker in service is warm
+            measured[warm_up](uvloop.run(new_topic(b.address, args.partitions)))
+            if time.monotonic() >= until:
+                break
         for round_ in range(args.rounds):
             for case, measure in measured.items():
                 figure = measure(uvloop.run(new_topic(b.address, args.partitions)))
@@ -398,7 +416,8 @@ def main() -> None:
     jvm = "given brokers" if args.brokers else os.environ.get("BENCH_KAFKA_JVM_OPTS", KAFKA_JVM_OPTS)
     print(
         f"\n`python bench/bench_kafka.py --count {args.count} --baseline-count {args.baseline_count}"
-        f" --rounds {args.rounds} --partitions {args.partitions} --formats {args.formats} --codecs {args.codecs}"
+        f" --rounds {args.rounds} --warm-up {args.warm_up:g} --partitions {args.partitions}"
+        f" --formats {args.formats} --codecs {args.codecs}"
         f" --batch-size {args.batch_size} --batch-bytes {args.batch_bytes}`, {datetime.date.today()}, {machine()},"
         f" Python {platform.python_version()}, aiokafka {aiokafka.__version__}, Apache Kafka 4.1.2 (scripts/kafka.sh,"
         f" JVM {jvm}, heap {os.environ.get('BENCH_KAFKA_HEAP', KAFKA_HEAP)}), acks=all, idempotent;"

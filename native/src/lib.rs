@@ -9,6 +9,7 @@ pub mod core;
 mod encode;
 pub mod path_histogram;
 pub mod pcap;
+pub mod record_batch;
 pub mod routes;
 pub mod rules;
 pub mod source_shift;

@@ -416,5 +416,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(msgpack_array_header, m)?)?;
     crate::analyze::python::register(m)?;
     crate::rules::python::register(m)?;
+    crate::record_batch::python::register(m)?;
     Ok(())
 }

@@ -284,12 +284,14 @@ def cluster_from(params: Mapping[str, Any]) -> Cluster:
 
 def producer_settings_from(params: Mapping[str, Any]) -> ProducerSettings:
     from ..kafka.client import ProducerSettings
+    from ..pipeline.engine import engine_name
 
     return ProducerSettings(
         acks=params["acks"],
         idempotence=params["idempotence"],
         compression=params["compression"],
         max_value_bytes=params["batch_bytes"],
+        native_batches=engine_name() == "native",
     )
 
 

@@ -138,6 +138,7 @@ class ProducerSettings:
     idempotence: bool | None = None  # None: on when acks is "all"
     compression: str = DEFAULT_COMPRESSION
     max_value_bytes: int = 900 * 1024
+    native_batches: bool = True  # record batches built by the native engine where it is built (kafka/recordbatch.py)
 
     def check(self) -> None:
         if self.acks not in ACKS:

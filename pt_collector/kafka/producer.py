@@ -50,6 +50,8 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
+from .recordbatch import PreparedBatch, send_built
+
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 1.0  # backoff between connection attempts to a broker, and metadata requests
 RESEND_LIMIT = 3  # a message refused for its sequence this often, each time by a fresh producer, fails
 RENEW_RETRY_MIN_S, RENEW_RETRY_MAX_S = 0.5, 10.0  # backoff between attempts to start the replacing producer
@@ -127,6 +129,7 @@ class _Message:
     headers: list[tuple[str, bytes]]
     delivered: asyncio.Future[Any] = field(repr=False)  # what the caller waits on
     attempts: int = 0
+    batch: PreparedBatch | None = None  # the message built as a record batch (then value and headers are unused)
 
 
 class RenewingProducer:
@@ -164,6 +167,14 @@ class RenewingProducer:
         await self._hand_over(message)
         return message.delivered
 
+    async def send_batch(self, topic: str, key: bytes, batch: PreparedBatch) -> asyncio.Future[Any]:
+        """A message built as a record batch, to its key's partition: kept, retried and sent again as `send`'s."""
+        await self._ready.wait()
+        future = asyncio.get_running_loop().create_future()
+        message = _Message(next(self._numbers), topic, b"", key, [], future, batch=batch)
+        await self._hand_over(message)
+        return message.delivered
+
     async def flush(self) -> None:
         """Until everything sent is acknowledged or failed, through any renewal."""
         while True:
@@ -189,7 +200,12 @@ class RenewingProducer:
         producer = self._producer
         self._handing += 1
         try:
-            delivery = await producer.send(message.topic, value=message.value, key=message.key, headers=message.headers)
+            if message.batch is None:
+                delivery = await producer.send(
+                    message.topic, value=message.value, key=message.key, headers=message.headers
+                )
+            else:
+                delivery = await send_built(producer, message.topic, message.key, message.batch)
         except SEQUENCE_ERRORS as exc:  # its sender stopped on a sequence error: every send raises it now
             self._refused(message, exc)
             return

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
@@ -44,6 +44,7 @@ from ..codec.record import Record
 from .client import Cluster, KafkaUnavailable, ProducerSettings, start_producer
 from .message import BySource, Message, MessageBatcher
 from .options import WHEN_FULL
+from .recordbatch import BUILT_FROM, PreparedBatch, batch_preparer, builder
 
 HEALTH_INTERVAL_S = 2.0
 HEALTH_TIMEOUT_S = 5.0
@@ -64,6 +65,12 @@ class Producer(Protocol):
     ) -> asyncio.Future[object]: ...
 
     async def stop(self) -> None: ...
+
+
+class BatchProducer(Producer, Protocol):
+    """A producer that takes messages built as record batches: producer.RenewingProducer, routing.SharedProducer."""
+
+    async def send_batch(self, topic: str, key: bytes, batch: PreparedBatch) -> asyncio.Future[object]: ...
 
 
 @runtime_checkable
@@ -147,6 +154,7 @@ class KafkaSink:
         clock: Callable[[], float] = time.monotonic,
         connect: Callable[[], Awaitable[Producer]] | None = None,
         say: Say | None = None,
+        prepare: Callable[[Message], PreparedBatch] | None = None,
     ) -> None:
         if max_pending < 1 or when_full not in WHEN_FULL or (producer is None) == (connect is None):
             raise ValueError(f"max_pending must be positive, when_full one of {WHEN_FULL}, one of producer, connect")
@@ -168,7 +176,8 @@ class KafkaSink:
         self._batcher = batcher
         self._clock = clock
         self._held = 0  # records accepted and not yet settled (acked or failed)
-        self._queue: deque[Message] = deque()
+        self._prepare = prepare  # builds a message's record batch (kafka/recordbatch.py); None: send() each
+        self._queue: deque[tuple[Message, asyncio.Future[PreparedBatch] | None]] = deque()  # and its batch, built
         self._queued = asyncio.Event()  # the queue has messages
         self._opened = asyncio.Event()  # the batcher has open batches
         self._settled = asyncio.Event()  # some records were settled
@@ -303,7 +312,7 @@ class KafkaSink:
         """
         await _cancel(self._tasks)
         self._tasks = []
-        unsent = list(self._queue) + self._batcher.drain()
+        unsent = [message for message, _ in self._queue] + self._batcher.drain()
         self._queue.clear()
         for message in unsent:
             self._settle(message.count, "closed before sending")
@@ -323,9 +332,15 @@ class KafkaSink:
             self._opened.set()
 
     def _enqueue(self, messages: list[Message]) -> None:
-        if messages:
-            self._queue.extend(messages)
-            self._queued.set()
+        """Queue messages to send; with `prepare`, the batches of the large ones start being built now, in order."""
+        if not messages:
+            return
+        prepare, loop = self._prepare, asyncio.get_running_loop()
+        self._queue.extend(
+            (m, loop.run_in_executor(builder(), prepare, m) if prepare and len(m.value) >= BUILT_FROM else None)
+            for m in messages
+        )
+        self._queued.set()
 
     async def _wait_settled(self) -> None:
         self._settled.clear()
@@ -338,11 +353,15 @@ class KafkaSink:
                 self._queued.clear()
                 await self._queued.wait()
             await self._connected.wait()
-            message = self._queue.popleft()
+            message, built = self._queue.popleft()
             try:
-                delivery = await self._producer.send(  # type: ignore[union-attr]
-                    self.topic, value=message.value, key=message.key, headers=message.headers
-                )
+                if built is None:
+                    delivery = await self._producer.send(  # type: ignore[union-attr]
+                        self.topic, value=message.value, key=message.key, headers=message.headers
+                    )
+                else:
+                    producer = cast(BatchProducer, self._producer)  # prepare is set only with one (open_kafka_sink)
+                    delivery = await producer.send_batch(self.topic, message.key, await built)
             except asyncio.CancelledError:
                 self._settle(message.count, "closed before sending")
                 raise
@@ -352,7 +371,7 @@ class KafkaSink:
                     continue
                 # not taken for now (its buffer stays full while the broker is away): keep it, first in line;
                 # the health check says what is going on
-                self._queue.appendleft(message)
+                self._queue.appendleft((message, built))
                 self.counters.retries += 1
                 await asyncio.sleep(RETRY_MIN_S)
                 continue
@@ -450,7 +469,7 @@ async def open_kafka_sink(
     KafkaUnavailable when the cluster cannot be reached, unless
     `wait_for_broker`: then the sink starts at once and connects when it can.
     """
-    options = dict(max_pending=max_pending, when_full=when_full, say=say)
+    options = dict(max_pending=max_pending, when_full=when_full, say=say, prepare=batch_preparer(settings))
     start = partial(start_producer, cluster, settings, topic, say=say)
     if wait_for_broker:
         sink = KafkaSink(None, topic, batcher, connect=start, **options)

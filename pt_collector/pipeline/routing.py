@@ -26,6 +26,7 @@ from ..codec.record import Record
 from ..kafka.client import Cluster, ProducerSettings, start_producer
 from ..kafka.kinds import HistogramBatcher, RawBatcher
 from ..kafka.message import MessageBatcher
+from ..kafka.recordbatch import PreparedBatch, batch_preparer
 from ..kafka.sink import CLOSE_TIMEOUT_S, DeliveryCounters, KafkaSink, Say, open_kafka_sink
 from .batch import Batcher
 from .functions import FRAMES, HISTOGRAMS, Emitted, RuleEngine
@@ -209,6 +210,9 @@ class SharedProducer:
     async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
         return await self.producer.send(topic, value=value, key=key, headers=headers)
 
+    async def send_batch(self, topic: str, key: bytes, batch: PreparedBatch) -> Any:
+        return await self.producer.send_batch(topic, key, batch)
+
     async def stop(self) -> None:
         await self.producer.flush()  # what the sink handed over is delivered, as stop() would do
 
@@ -242,13 +246,14 @@ async def open_kafka_routes(
     """
     topics = list(dict.fromkeys(topic for topic, _ in engine.outputs()))
     shared = SharedProducer(partial(start_producer, cluster, settings, *topics, say=say))
+    prepare = batch_preparer(settings)
     if not wait_for_broker:
         await shared.connect()
     sinks = {}
     for topic, kind in engine.outputs():
         batcher: MessageBatcher = RawBatcher() if kind == FRAMES else records_batcher()
         batcher = HistogramBatcher(batcher) if kind == HISTOGRAMS else batcher
-        options: dict[str, Any] = {"max_pending": max_pending, "when_full": when_full, "say": say}
+        options: dict[str, Any] = {"max_pending": max_pending, "when_full": when_full, "say": say, "prepare": prepare}
         if wait_for_broker:
             sink = KafkaSink(None, topic, batcher, connect=shared.connect, **options)  # type: ignore[arg-type]
         else:
