@@ -23,8 +23,8 @@ service is warm):
   before           with --before ROOT, `ptc replay` of another checkout
                    (its package and built engine), for a before/after
   stage            the Kafka path on its own, in process: the capture read in
-                   place by the native engine (decode_capture, 1024 frames a
-                   call) into the KafkaSink, until flush returns; for none
+                   place by the native engine (decode_capture, 4096 frames a
+                   call, as replay) into the KafkaSink, until flush returns; for none
                    and snappy also with aiokafka's send() building the
                    record batches (the path before they were built by the
                    native engine, kafka/recordbatch.py); and for
@@ -81,7 +81,7 @@ from pt_collector.kafka.client import CODECS, Cluster, ProducerSettings  # noqa:
 from pt_collector.kafka.recordbatch import NATIVE_CODECS  # noqa: E402
 from pt_collector.kafka.sink import open_kafka_sink  # noqa: E402
 from pt_collector.pipeline.batch import Batcher  # noqa: E402
-from pt_collector.pipeline.engine import NATIVE, NativeMsgpackRecords, NativeRecords  # noqa: E402
+from pt_collector.pipeline.engine import NATIVE, NATIVE_BATCH, NativeMsgpackRecords, NativeRecords  # noqa: E402
 
 SOURCES = 16
 SEGMENT_BYTES = str(1 << 30)
@@ -91,7 +91,6 @@ KAFKA_JVM_OPTS = (
     "-XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true"
 )
 KAFKA_HEAP = "-Xmx1G -Xms1G"
-CHUNK = 1024  # frames per decode call, as replay reads them
 
 
 @dataclass
@@ -224,7 +223,7 @@ async def stage(
         async with open_kafka_sink(Cluster(broker.address), settings, topic, batcher) as sink:
             cpu, broker_cpu, started = time.process_time(), broker.cpu_s(), time.perf_counter()
             while reader.offset < len(view):
-                batch, used, error = decoder.decode_capture(reader, view[reader.offset :], True, CHUNK)
+                batch, used, error = decoder.decode_capture(reader, view[reader.offset :], True, NATIVE_BATCH)
                 if error or not used:
                     raise SystemExit(f"{path}: {error or 'no progress'}")
                 if batch.decoded:
@@ -245,7 +244,7 @@ def encoded_messages(path: Path, size: int) -> list[tuple[bytes, bytes, int]]:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         view = memoryview(mapped)
         while reader.offset < len(view):
-            batch, _, _ = decoder.decode_capture(reader, view[reader.offset :], True, CHUNK)
+            batch, _, _ = decoder.decode_capture(reader, view[reader.offset :], True, NATIVE_BATCH)
             for source, data, _ in batch.groups():
                 by_source.setdefault(source, []).append(bytes(data))
         del view

@@ -56,25 +56,25 @@ fn field_len(data: &[u8]) -> usize {
 
 /// The one record around its value: before it, its length, attributes, timestamp and offset deltas (0), the key
 /// and the value's length; after it, the headers.
-fn record_around(key: &[u8], value: &[u8], headers: &[(&[u8], &[u8])]) -> (Vec<u8>, Vec<u8>) {
+fn record_around(key: &[u8], value_len: usize, headers: &[(&[u8], &[u8])]) -> (Vec<u8>, Vec<u8>) {
     let mut after = Vec::new();
     varint(&mut after, headers.len() as i64);
     for (name, data) in headers {
         bytes_field(&mut after, name);
         bytes_field(&mut after, data);
     }
-    let len = 3 + field_len(key) + field_len(value) + after.len();
+    let len = 3 + field_len(key) + varint_len(value_len as i64) + value_len + after.len();
     let mut before = Vec::with_capacity(key.len() + 20);
     varint(&mut before, len as i64);
     before.extend_from_slice(&[0, 0, 0]); // attributes, timestamp delta 0, offset delta 0
     bytes_field(&mut before, key);
-    varint(&mut before, value.len() as i64);
+    varint(&mut before, value_len as i64);
     (before, after)
 }
 
 #[cfg(test)]
 fn record(key: &[u8], value: &[u8], headers: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let (before, after) = record_around(key, value, headers);
+    let (before, after) = record_around(key, value.len(), headers);
     [before.as_slice(), value, &after].concat()
 }
 
@@ -108,18 +108,18 @@ fn snappy_xerial(out: &mut Vec<u8>, pieces: &[&[u8]]) {
     let mut scratch = Vec::with_capacity(XERIAL_BLOCK);
     out.reserve(XERIAL_HEADER.len() + total / 4);
     out.extend_from_slice(&XERIAL_HEADER);
+    let mut compressed = vec![0; snap::raw::max_compress_len(XERIAL_BLOCK)];
     for start in (0..total).step_by(XERIAL_BLOCK) {
         let block = window(pieces, start, total.min(start + XERIAL_BLOCK), &mut scratch);
-        let at = out.len();
-        out.resize(at + 4 + snap::raw::max_compress_len(block.len()), 0);
-        let n = encoder.compress(block, &mut out[at + 4..]).expect("a 32 KiB block always compresses");
-        out.truncate(at + 4 + n);
-        out[at..at + 4].copy_from_slice(&(n as i32).to_be_bytes());
+        let n = encoder.compress(block, &mut compressed).expect("a 32 KiB block always compresses");
+        out.extend_from_slice(&(n as i32).to_be_bytes());
+        out.extend_from_slice(&compressed[..n]);
     }
 }
 
-/// A built batch of one record, the producer's state unset (-1, -1, 0), as aiokafka's builder leaves it.
-pub fn build(key: &[u8], value: &[u8], headers: &[(&[u8], &[u8])], codec: Codec, timestamp_ms: i64) -> Vec<u8> {
+/// A built batch of one record, the producer's state unset (-1, -1, 0), as aiokafka's builder leaves it; the
+/// value comes in parts laid end to end (never joined: the snappy blocks are read where they lie).
+pub fn build(key: &[u8], value: &[&[u8]], headers: &[(&[u8], &[u8])], codec: Codec, timestamp_ms: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER);
     out.extend_from_slice(&0i64.to_be_bytes()); // base offset: the broker's
     out.extend_from_slice(&[0; 4]); // length, below
@@ -134,8 +134,11 @@ pub fn build(key: &[u8], value: &[u8], headers: &[(&[u8], &[u8])], codec: Codec,
     out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
     out.extend_from_slice(&0i32.to_be_bytes()); // base sequence
     out.extend_from_slice(&1i32.to_be_bytes()); // records
-    let (before, after) = record_around(key, value, headers);
-    let pieces = [before.as_slice(), value, &after];
+    let (before, after) = record_around(key, value.iter().map(|p| p.len()).sum(), headers);
+    let mut pieces = Vec::with_capacity(value.len() + 2);
+    pieces.push(before.as_slice());
+    pieces.extend_from_slice(value);
+    pieces.push(&after);
     match codec {
         Codec::None => pieces.iter().for_each(|piece| out.extend_from_slice(piece)),
         Codec::Snappy => snappy_xerial(&mut out, &pieces),
@@ -179,7 +182,7 @@ mod tests {
 
     #[test]
     fn header_fields_and_checksum() {
-        let mut batch = build(b"k", b"value", &[(b"h", b"1")], Codec::None, 1_700_000_000_000);
+        let mut batch = build(b"k", &[b"val", b"ue"], &[(b"h", b"1")], Codec::None, 1_700_000_000_000);
         assert_eq!(i32::from_be_bytes(batch[8..12].try_into().unwrap()) as usize, batch.len() - 12);
         assert_eq!(batch[16], 2);
         set_producer_state(&mut batch, 7, 1, 42);
@@ -192,7 +195,8 @@ mod tests {
     #[test]
     fn snappy_blocks_decompress_to_the_record() {
         let value: Vec<u8> = (0..100_000u32).flat_map(|i| format!("{{\"seq\":{i}}}\n").into_bytes()).collect();
-        let batch = build(b"k", &value, &[], Codec::Snappy, 0);
+        let (a, b) = value.split_at(50_000);
+        let batch = build(b"k", &[a, b], &[], Codec::Snappy, 0);
         assert_eq!(i16::from_be_bytes(batch[21..23].try_into().unwrap()), 2);
         let mut body = &batch[HEADER + 16..];
         let mut plain = Vec::new();
@@ -225,7 +229,7 @@ mod tests {
                 x as u8
             })
             .collect();
-        let batch = build(b"", &value, &[], Codec::Snappy, 0);
+        let batch = build(b"", &[&value], &[], Codec::Snappy, 0);
         assert_eq!(i16::from_be_bytes(batch[21..23].try_into().unwrap()), 2);
         assert!(batch.len() > HEADER + record(b"", &value, &[]).len());
     }
@@ -234,25 +238,35 @@ mod tests {
 #[cfg(feature = "python")]
 pub mod python {
     //! `record_batch` and `set_producer_state` (pt_collector/_native.pyi), for kafka/recordbatch.py.
+    use pyo3::buffer::PyBuffer;
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
     use pyo3::types::PyByteArray;
 
     use super::Codec;
 
-    /// A built record batch of one record (key, value, headers); the GIL is released while it is built.
+    /// A built record batch of one record (key, the value in parts laid end to end, headers); the GIL is released
+    /// while it is built.
     #[pyfunction]
     fn record_batch<'py>(
         py: Python<'py>,
         key: &[u8],
-        value: &[u8],
+        value: Vec<PyBuffer<u8>>,
         headers: Vec<(String, Vec<u8>)>,
         codec: &str,
         timestamp_ms: i64,
     ) -> PyResult<Bound<'py, PyByteArray>> {
         let codec = Codec::from_name(codec).ok_or_else(|| PyValueError::new_err(format!("no native {codec}")))?;
         let headers: Vec<(&[u8], &[u8])> = headers.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())).collect();
-        let batch = py.detach(|| super::build(key, value, &headers, codec, timestamp_ms));
+        if !value.iter().all(|part| part.is_c_contiguous()) {
+            return Err(PyValueError::new_err("the value's parts must be contiguous buffers"));
+        }
+        // SAFETY: each buffer is held in `value` until the batch is built, and only read.
+        let parts: Vec<&[u8]> = value
+            .iter()
+            .map(|b| unsafe { std::slice::from_raw_parts(b.buf_ptr() as *const u8, b.len_bytes()) })
+            .collect();
+        let batch = py.detach(|| super::build(key, &parts, &headers, codec, timestamp_ms));
         Ok(PyByteArray::new(py, &batch))
     }
 

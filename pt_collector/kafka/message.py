@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, overload, runtime_checkable
 
 import msgspec
@@ -40,14 +39,38 @@ class MessageError(ValueError):
     """A Kafka message that is not a batch of ptc records (of a schema this ptc reads)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Message:
-    """One Kafka message: the batch's source node as key, encoded records as value."""
+    """One Kafka message: the batch's source node as key, encoded records as value.
 
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]]
-    count: int
+    The value may come in parts laid end to end (cuts of the native engine's bytes, `parts`): they are joined
+    only when `value` is asked for; the native engine builds a record batch from the parts (kafka/recordbatch.py).
+    """
+
+    __slots__ = ("_value", "count", "headers", "key", "nbytes", "parts")
+
+    def __init__(
+        self, key: bytes, value: bytes | Sequence[bytes | memoryview], headers: list[tuple[str, bytes]], count: int
+    ):
+        self.key, self.headers, self.count = key, headers, count
+        self.parts: tuple[bytes | memoryview, ...] = (value,) if isinstance(value, bytes) else tuple(value)
+        self._value = value if isinstance(value, bytes) else None
+        self.nbytes = sum(map(len, self.parts))  # len(value), without joining it (the parts are bytes, or views of)
+
+    @property
+    def value(self) -> bytes:
+        if self._value is None:
+            self._value = b"".join(self.parts)
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (self.key, self.value, self.headers, self.count) == (other.key, other.value, other.headers, other.count)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Message(key={self.key!r}, {self.nbytes} bytes, headers={self.headers!r}, count={self.count})"
 
 
 class MessageBatcher(Protocol):
@@ -227,8 +250,8 @@ def group_messages(parts: Sequence[Group], fmt: str, max_bytes: int) -> list[Mes
     count = sum(map(len, parts))
     header = array_header(count) if fmt == "msgpack" else b""
     if count == 1 or len(header) + sum(p.nbytes for p in parts) <= max_bytes:
-        value = b"".join([header, *(p.view() for p in parts)])
-        return [Message(parts[0].source.encode(), value, message_headers(fmt, count), count)]
+        views = [header, *(p.view() for p in parts)] if header else [p.view() for p in parts]
+        return [Message(parts[0].source.encode(), views, message_headers(fmt, count), count)]
     if len(parts) == 1:
         whole = parts[0]
     else:  # one group of the parts, so that any range of records has its bytes

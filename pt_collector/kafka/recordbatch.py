@@ -77,7 +77,7 @@ class PreparedBatch:
 
 def prepare(message: Message, compression: str) -> PreparedBatch:
     """The message's record batch (the GIL released while the engine builds it)."""
-    data = _native.record_batch(message.key, message.value, message.headers, compression, int(time.time() * 1000))
+    data = _native.record_batch(message.key, list(message.parts), message.headers, compression, int(time.time() * 1000))
     return PreparedBatch(data)
 
 

@@ -337,7 +337,7 @@ class KafkaSink:
             return
         prepare, loop = self._prepare, asyncio.get_running_loop()
         self._queue.extend(
-            (m, loop.run_in_executor(builder(), prepare, m) if prepare and len(m.value) >= BUILT_FROM else None)
+            (m, loop.run_in_executor(builder(), prepare, m) if prepare and m.nbytes >= BUILT_FROM else None)
             for m in messages
         )
         self._queued.set()

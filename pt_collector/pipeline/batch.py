@@ -133,7 +133,7 @@ class Batcher:
         batch = self._open.pop(source)
         self.held -= len(batch.records) + batch.n
         messages = _messages(batch, self.fmt, self.max_bytes)
-        self._record_bytes[source] = max(len(m.value) / m.count for m in messages)
+        self._record_bytes[source] = max(m.nbytes / m.count for m in messages)
         return messages
 
 
