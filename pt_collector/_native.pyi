@@ -30,9 +30,10 @@ class Batch:
         elements back to back (msgpack_encoder.encode(records) without its array header)."""
     def groups(
         self, ends: bool = False, slot: int | None = None
-    ) -> list[tuple[str, bytes, int]] | list[tuple[str, bytes, int, list[int]]]:
+    ) -> list[tuple[str, bytes, int]] | list[tuple[str, bytes, int, bytes]]:
         """Per source node (src.addr), first seen first, each source's records in input order:
-        (address, encoded records, count[, end offset of each record in the bytes when `ends`]).
+        (address, encoded records, count[, end offset of each record in the bytes when `ends`, as native unsigned
+        64-bit integers: memoryview(ends).cast("Q")]).
         With `slot` (routed by flow rules), only that output's records, the sources first seen among them first."""
     @property
     def rules_id(self) -> int:

@@ -72,7 +72,7 @@ VALUES = {
 }
 
 
-@pytest.mark.parametrize("codec", NATIVE_CODECS)
+@pytest.mark.parametrize("codec", CODEC_BITS)
 @pytest.mark.parametrize("name", VALUES)
 @pytest.mark.parametrize("state", [None, (4242, 3, 1_000_001)])
 def test_the_batch_is_aiokafkas_to_the_byte(codec: str, name: str, state: tuple[int, int, int] | None) -> None:
@@ -86,7 +86,7 @@ def test_the_batch_is_aiokafkas_to_the_byte(codec: str, name: str, state: tuple[
     assert in_parts == message and in_parts.value == value
 
 
-@pytest.mark.parametrize("codec", NATIVE_CODECS)
+@pytest.mark.parametrize("codec", CODEC_BITS)
 def test_aiokafka_reads_back_the_message(codec: str) -> None:
     value = json_lines(500, 5)
     message = Message(b"fc00::7", value, message_headers("msgpack", 500), 500)
@@ -101,7 +101,8 @@ def test_aiokafka_reads_back_the_message(codec: str) -> None:
 
 def test_which_settings_build_batches() -> None:
     assert batch_preparer(ProducerSettings(compression="snappy")) is not None
-    assert batch_preparer(ProducerSettings(compression="none")) is not None
+    assert NATIVE_CODECS == ("snappy",)  # the engine builds none too (above), but aiokafka's own is faster there
+    assert batch_preparer(ProducerSettings(compression="none")) is None
     assert batch_preparer(ProducerSettings(compression="zstd")) is None  # through send(), aiokafka compresses
     assert batch_preparer(ProducerSettings(compression="snappy", native_batches=False)) is None  # PTC_ENGINE=python
 

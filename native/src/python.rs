@@ -86,7 +86,8 @@ impl Batch {
     }
 
     /// The records per source node, in first-seen order with each source's records in input order:
-    /// [(source address, encoded records, count)], and with `ends` each record's end offset in the bytes.
+    /// [(source address, encoded records, count)], and with `ends` each record's end offset in the bytes (native u64s:
+    /// `memoryview(ends).cast("Q")`, no Python int per record).
     /// With `slot`, only the records of that output of the flow rules (sources with none left out).
     #[pyo3(signature = (ends = false, slot = None))]
     fn groups<'py>(&self, py: Python<'py>, ends: bool, slot: Option<u32>) -> PyResult<Bound<'py, PyList>> {
@@ -105,14 +106,14 @@ impl Batch {
                 Ok(())
             })?;
             if ends {
-                let mut at = 0;
-                let offsets: Vec<usize> = spans
-                    .iter()
-                    .map(|(s, e)| {
-                        at += e - s;
-                        at
-                    })
-                    .collect();
+                let mut at = 0u64;
+                let offsets = PyBytes::new_with(py, 8 * count, |buf| {
+                    for ((s, e), end) in spans.iter().zip(buf.chunks_exact_mut(8)) {
+                        at += (e - s) as u64;
+                        end.copy_from_slice(&at.to_ne_bytes());
+                    }
+                    Ok(())
+                })?;
                 list.append((text, data, count, offsets))?;
             } else {
                 list.append((text, data, count))?;

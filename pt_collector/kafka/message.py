@@ -135,7 +135,7 @@ class Group:
 
     __slots__ = ("data", "ends", "hi", "lo", "source")
 
-    def __init__(self, source: str, data: bytes, ends: list[int], lo: int = 0, hi: int | None = None) -> None:
+    def __init__(self, source: str, data: bytes, ends: Sequence[int], lo: int = 0, hi: int | None = None) -> None:
         self.source = source
         self.data = data
         self.ends = ends

@@ -283,7 +283,9 @@ class KafkaSink:
         start = 0
         while start < len(records):
             room = self.max_pending - self._held
-            if room > 0:
+            # blocked, a write waits for room for the rest or a quarter of max_pending: not a cut per settled message
+            least = 1 if self.when_full == "drop" else min(len(records) - start, max(1, self.max_pending // 4))
+            if room >= least:
                 chunk = records if start == 0 and room >= len(records) else records[start : start + room]
                 self._accept(chunk)
                 start += len(chunk)

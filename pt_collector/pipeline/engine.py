@@ -223,7 +223,9 @@ def source_groups(batch: _native.Batch, slot: int | None = None) -> SourceGroups
     """A native batch's records per source node, as the Kafka messages are cut (no Python object per record); with
     `slot`, those of one output of the flow rules."""
     groups = batch.groups(True, slot)
-    return SourceGroups(batch.format, [Group(source, data, ends) for source, data, _, ends in groups])
+    return SourceGroups(
+        batch.format, [Group(source, data, memoryview(ends).cast("Q")) for source, data, _, ends in groups]
+    )
 
 
 class NativeEngine:
