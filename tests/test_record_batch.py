@@ -16,7 +16,6 @@ from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBat
 from test_kafka_sink import FakeProducer as FakeSinkProducer
 from test_kafka_sink import records_of
 
-from pt_collector.kafka.client import ProducerSettings
 from pt_collector.kafka.message import Message, message_headers
 from pt_collector.kafka.recordbatch import (
     BUILT_FROM,
@@ -100,11 +99,11 @@ def test_aiokafka_reads_back_the_message(codec: str) -> None:
 
 
 def test_which_settings_build_batches() -> None:
-    assert batch_preparer(ProducerSettings(compression="snappy")) is not None
+    assert batch_preparer("snappy") is not None
     assert NATIVE_CODECS == ("snappy",)  # the engine builds none too (above), but aiokafka's own is faster there
-    assert batch_preparer(ProducerSettings(compression="none")) is None
-    assert batch_preparer(ProducerSettings(compression="zstd")) is None  # through send(), aiokafka compresses
-    assert batch_preparer(ProducerSettings(compression="snappy", native_batches=False)) is None  # PTC_ENGINE=python
+    assert batch_preparer("none") is None
+    assert batch_preparer("zstd") is None  # through send(), aiokafka compresses
+    assert batch_preparer("snappy", native=False) is None  # PTC_ENGINE=python
 
 
 def test_a_renewed_producer_writes_its_own_state_in() -> None:
@@ -169,9 +168,7 @@ def test_the_sink_builds_the_large_messages_and_sends_the_small_ones_in_order() 
 
     async def run() -> list:
         producer = BatchTakingProducer(auto_ack=True)
-        sink = KafkaSink(
-            producer, "probes", Batcher("json", 400, 10**9, 10.0), prepare=batch_preparer(ProducerSettings())
-        )
+        sink = KafkaSink(producer, "probes", Batcher("json", 400, 10**9, 10.0), prepare=batch_preparer("snappy"))
         async with sink:
             await sink.write(records[:1000])
             await sink.flush()

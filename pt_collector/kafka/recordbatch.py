@@ -25,17 +25,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .message import Message
 
-if TYPE_CHECKING:  # client.py imports producer.py, which imports this
-    from .client import ProducerSettings
-
 try:
-    from .. import _native
+    from .._native import record_batch, set_producer_state
 except ImportError:  # no Rust toolchain at install: every message goes through send()
-    _native = None  # type: ignore[assignment]
+    record_batch = set_producer_state = None  # type: ignore[assignment]
 
 NATIVE_CODECS = ("snappy",)  # none built here measured slower than aiokafka's own (docs/kafka.md)
 BUILT_FROM = 128 * 1024  # value bytes: a message at least this large is built as its own batch
@@ -69,7 +66,7 @@ class PreparedBatch:
 
     def _set_producer_state(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
         """Set when aiokafka's sender first takes the batch (again, when a renewed producer sends it)."""
-        _native.set_producer_state(self._data, producer_id, producer_epoch, base_sequence)
+        set_producer_state(self._data, producer_id, producer_epoch, base_sequence)
 
     def _build(self) -> bytearray:
         return self._data
@@ -77,16 +74,16 @@ class PreparedBatch:
 
 def prepare(message: Message, compression: str) -> PreparedBatch:
     """The message's record batch (the GIL released while the engine builds it)."""
-    data = _native.record_batch(message.key, list(message.parts), message.headers, compression, int(time.time() * 1000))
+    data = record_batch(message.key, list(message.parts), message.headers, compression, int(time.time() * 1000))
     return PreparedBatch(data)
 
 
-def batch_preparer(settings: ProducerSettings) -> Callable[[Message], PreparedBatch] | None:
-    """How the sink builds a message's batch on these settings (for one of BUILT_FROM bytes or more), or None where
-    every message goes through send()."""
-    if _native is None or not settings.native_batches or settings.compression not in NATIVE_CODECS:
+def batch_preparer(compression: str, native: bool = True) -> Callable[[Message], PreparedBatch] | None:
+    """How the sink builds a message's batch (for one of BUILT_FROM bytes or more) with this --compression, or None
+    where every message goes through send(): `native` False (the pure engine chosen), or no native build of it."""
+    if record_batch is None or not native or compression not in NATIVE_CODECS:
         return None
-    return lambda message: prepare(message, settings.compression)
+    return lambda message: prepare(message, compression)
 
 
 def builder() -> ThreadPoolExecutor:

@@ -471,7 +471,12 @@ async def open_kafka_sink(
     KafkaUnavailable when the cluster cannot be reached, unless
     `wait_for_broker`: then the sink starts at once and connects when it can.
     """
-    options = dict(max_pending=max_pending, when_full=when_full, say=say, prepare=batch_preparer(settings))
+    options = dict(
+        max_pending=max_pending,
+        when_full=when_full,
+        say=say,
+        prepare=batch_preparer(settings.compression, settings.native_batches),
+    )
     start = partial(start_producer, cluster, settings, topic, say=say)
     if wait_for_broker:
         sink = KafkaSink(None, topic, batcher, connect=start, **options)

@@ -246,7 +246,7 @@ async def open_kafka_routes(
     """
     topics = list(dict.fromkeys(topic for topic, _ in engine.outputs()))
     shared = SharedProducer(partial(start_producer, cluster, settings, *topics, say=say))
-    prepare = batch_preparer(settings)
+    prepare = batch_preparer(settings.compression, settings.native_batches)
     if not wait_for_broker:
         await shared.connect()
     sinks = {}
