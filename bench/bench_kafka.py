@@ -11,8 +11,8 @@ A capture of --count encapsulated probes (5 MCDs, 3 segments, 16 sources)
 is generated once into bench/out/. Every figure is probes acknowledged by
 the broker per second (acks=all, idempotent), best of --rounds, the cases
 interleaved round by round, after --warm-up seconds of replays not counted
-(the broker's JIT compiles for a minute or so of traffic; a broker in
-service is warm):
+(the broker's JIT compiles for minutes of traffic; a broker in service is
+warm):
 
   per-probe send   how collectors usually deliver: the pure decoder and one
                    JSON message per probe, one aiokafka send() each (futures
@@ -24,10 +24,10 @@ service is warm):
                    (its package and built engine), for a before/after
   stage            the Kafka path on its own, in process: the capture read in
                    place by the native engine (decode_capture, 4096 frames a
-                   call, as replay) into the KafkaSink, until flush returns; for none
-                   and snappy also with aiokafka's send() building the
-                   record batches (the path before they were built by the
-                   native engine, kafka/recordbatch.py); and for
+                   call, as replay) into the KafkaSink, until flush returns;
+                   for snappy also with aiokafka's send() building the
+                   record batches (the path before the native engine built
+                   them, kafka/recordbatch.py); and for
                    --before-codecs the same with the records handed over as
                    Record objects read back from the engine's bytes (the
                    Kafka path before messages were cut from encoded groups)
@@ -391,7 +391,7 @@ def main() -> None:
     parser.add_argument("--no-stage", dest="stage", action="store_false", help="leave out the in-process stage")
     parser.add_argument("--pre-encoded", default="zstd,snappy", help="codecs of the pre-encoded experiment ('': none)")
     parser.add_argument(
-        "--warm-up", type=float, default=60.0, help="seconds of replays before measuring, for the broker's JIT"
+        "--warm-up", type=float, default=180.0, help="seconds of replays before measuring, for the broker's JIT"
     )
     args = parser.parse_args()
     if not NATIVE:
@@ -402,7 +402,7 @@ def main() -> None:
     with broker(args.brokers) as b:
         measured = cases(args, path, b)
         warm_up, until = next(case for case in measured if case.startswith("replay")), time.monotonic() + args.warm_up
-        while True:  # the broker's JIT compiles for a minute or so of traffic: a broker in service is warm
+        while True:  # the broker's JIT compiles for minutes of traffic: a broker in service is warm
             measured[warm_up](uvloop.run(new_topic(b.address, args.partitions)))
             if time.monotonic() >= until:
                 break

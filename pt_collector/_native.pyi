@@ -150,11 +150,11 @@ def analyze_read(
 
 # Kafka record batches built whole (native/src/record_batch.rs; pt_collector/kafka/recordbatch.py).
 def record_batch(
-    key: bytes, value: bytes, headers: list[tuple[str, bytes]], codec: Literal["none", "snappy"], timestamp_ms: int
+    key: bytes, value: list[bytes | memoryview], headers: list[tuple[str, bytes]], codec: str, timestamp_ms: int
 ) -> bytearray:
-    """A Kafka record batch (v2) of the one record (key, value, headers), compressed with `codec` (snappy in xerial's
-    framing, as aiokafka writes it), checksummed, the producer's state unset (-1, -1, 0); the GIL
-    is released while it is built."""
+    """A Kafka record batch (v2) of the one record (key, the value in parts laid end to end, headers), compressed
+    with `codec` ("none" or "snappy", in xerial's framing as aiokafka writes it), checksummed, the producer's state
+    unset (-1, -1, 0); the GIL is released while it is built, the parts read where they lie."""
 
 def set_producer_state(batch: bytearray, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
     """The idempotent producer's state written into a built batch, and its CRC-32C again."""

@@ -2,7 +2,9 @@
 
 Same Sink protocol as JsonLinesSink (`write`, `flush`) plus `close`. Records
 are grouped per source node (batch.py); one task hands the finished
-messages to the producer in order, one `send` per message, and the
+messages to the producer in order, one `send` per message (`send_batch`
+of its record batch for a large one, built by the native engine on a
+worker thread from the moment it is cut: kafka/recordbatch.py), and the
 delivery futures settle the counters. At most `max_pending` records are
 held between `write` and the broker's acknowledgement; when that is
 reached, `when_full` decides: "block" (write waits, nothing is lost) or
