@@ -101,7 +101,7 @@ fn window<'a>(pieces: &[&'a [u8]], start: usize, end: usize, scratch: &'a mut Ve
 }
 
 /// Appends the pieces, laid end to end, compressed in xerial's framing: its header, then each 32 KiB block's
-/// length and snappy bytes; the blocks are read where they lie, the value is never copied.
+/// length and snappy bytes; the blocks are read where they lie (copied only when one spans two pieces).
 fn snappy_xerial(out: &mut Vec<u8>, pieces: &[&[u8]]) {
     let total: usize = pieces.iter().map(|p| p.len()).sum();
     let mut encoder = snap::raw::Encoder::new();
