@@ -45,6 +45,12 @@ from pt_collector.pipeline.replay import replay  # noqa: E402
 from pt_collector.pipeline.sinks import JsonLinesSink  # noqa: E402
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo, what lscpu shows), for the benchmarks' machine line."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    return next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
+
+
 def capture(count: int, sources: int = 4, name: str = "decode") -> Path:
     """A capture of `count` encapsulated probes (5 hops, 3 segments), made once and kept in bench/out/."""
     path = HERE / "out" / f"{name}-{count}.pcap"
@@ -143,8 +149,7 @@ def main() -> int:
             seconds = cli_seconds(one, args.tts_shift, engine)
             startup[engine] = min(startup.get(engine, seconds), seconds)
 
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
+    cpu = cpu_model()
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, CPU time")
     print(f"# {args.count:,} encapsulated probes (5 MCDs, 3 segments), tts-shift {args.tts_shift}")
     print(f"# best of {args.repeat}, interleaved")

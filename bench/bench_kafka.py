@@ -51,7 +51,6 @@ import os
 import platform
 import re
 import resource
-import shutil
 import socket
 import subprocess
 import sys
@@ -73,6 +72,7 @@ import uvloop  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from bench_decode import capture as decode_capture  # noqa: E402
+from bench_decode import cpu_model  # noqa: E402
 
 from pt_collector.capture.pcap import read_capture  # noqa: E402
 from pt_collector.codec.decode import Decoder  # noqa: E402
@@ -297,11 +297,7 @@ async def per_probe(path: Path, count: int, broker: Broker, topic: str) -> Figur
 
 
 def machine() -> str:
-    model = ""
-    if shutil.which("lscpu"):
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
-    return f"{os.cpu_count()} cores ({model or platform.processor()})"
+    return f"{os.cpu_count()} cores ({cpu_model()})"
 
 
 def load() -> str:

@@ -105,10 +105,11 @@ def main() -> int:
             per_s, records[name] = rate(frames, args.tts_shift, args.engine)
             best[name] = max(best.get(name, 0.0), per_s)
 
+    from bench_decode import cpu_model  # its imports are the parent's only, not the children's
+
     import pt_collector.codec.decode
 
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
+    cpu = cpu_model()
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
     print(
         f"# {args.engine} engine ({pt_collector.codec.decode.__file__ if args.engine == 'python' else 'native/'}),"

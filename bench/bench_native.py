@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from baseline_decoder import BaselineDecoder  # noqa: E402
+from bench_decode import cpu_model  # noqa: E402
 from native_diff import mutations, native_engine, python_engine  # noqa: E402
 
 from pt_collector.capture.pcap import PcapWriter, read_capture  # noqa: E402
@@ -164,8 +165,7 @@ def main() -> int:
         rate = python_rate(hostile[: args.python_count], Decoder(SHIFT))
         best["python hostile frames"] = max(best.get("python hostile frames", 0.0), rate)
 
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
+    cpu = cpu_model()
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores (pinned to one), {cpu}, "
           f"Python {platform.python_version()}, native {_native.VERSION}")  # fmt: skip
     print(f"# {args.count:,} encapsulated probes (5 MCDs, 3 segments) on {args.sources} paths, tts-shift {SHIFT}")

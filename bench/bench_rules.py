@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bench_decode import capture as decode_capture  # noqa: E402
+from bench_decode import cpu_model  # noqa: E402
 
 from pt_collector.capture.pcap import read_capture  # noqa: E402
 from pt_collector.codec.decode import Decoder  # noqa: E402
@@ -173,8 +174,7 @@ def main() -> int:
         for name, timed in setups.items():
             best[name] = min(best.get(name, float("inf")), timed())
 
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
+    cpu = cpu_model()
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
     print(f"# {args.count:,} encapsulated probes (5 MCDs, 3 segments, 16 sources), tts-shift {args.tts_shift}")
     print(f"# best of {args.repeat}, interleaved; one rule matching every probe")

@@ -36,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_decode import capture  # noqa: E402
+from bench_decode import capture, cpu_model  # noqa: E402
 
 PTC = "import sys; from pt_collector.cli.main import main; sys.exit(main(prog_name='ptc'))"
 
@@ -96,8 +96,7 @@ def main() -> int:
                 key = (case, name, compiled)
                 best[key] = min(best.get(key, seconds), seconds)
 
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "?")
+    cpu = cpu_model()
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}")
     print(f"# CPU seconds of the child, one core, best of {args.repeat}, interleaved; before: {args.before}")
     print(f"{'':28} {'before':>9} {'after':>9}   (bytecode compiled)  {'before':>9} {'after':>9}   (from source)")
