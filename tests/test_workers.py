@@ -100,6 +100,51 @@ def test_a_killed_worker_is_restarted_and_its_counters_carry_over():
     assert (batch.drops, deliver.drops, deliver.queued) == (11, 1, 0)  # nothing stays "in flight" forever
 
 
+class KernelCounters:
+    """Receivers held by the parent: each read of a worker's kernel counters gives 7 received, 1 dropped."""
+
+    def __init__(self) -> None:
+        self.reads = [0, 0]
+        self.retired: list[int] = []
+
+    def taken(self, index: int) -> int:
+        return 0
+
+    def counted(self, index: int) -> CollectStats:
+        self.reads[index] += 1
+        return CollectStats(kernel_received=7, kernel_dropped=1)
+
+    def retire(self, index: int) -> CollectStats:
+        self.retired.append(index)
+        return self.counted(index)
+
+
+def test_the_parent_reads_the_kernel_counters_so_a_killed_worker_takes_none_along():
+    """A worker does not read the kernel's counters of a receiver the parent holds (the read resets them):
+    the parent does, on every tick and when it retires the receiver, so what the kernel counted while
+    a worker was dying, dead or restarting is all in the totals."""
+    starts = multiprocessing.get_context("fork").Array("i", 2)
+    kernel = KernelCounters()
+
+    def child(index: int, report) -> int:
+        starts[index] += 1
+        if index == 1 and starts[1] == 1:
+            report(CollectStats(frames=50))
+            os.kill(os.getpid(), signal.SIGKILL)
+        stop: list[int] = []
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+        while not stop:
+            time.sleep(0.01)
+        report(CollectStats(frames=60))  # no kernel counters: the parent holds the receiver
+        return 0
+
+    run = Run(2, child, until=lambda run: starts[1] == 2 and kernel.reads[1] > 3, policy=FAST, receivers=kernel)
+    assert run.status == 0 and sorted(kernel.retired) == [0, 1]
+    for index in (0, 1):
+        final = run.latest(index)
+        assert (final.kernel_received, final.kernel_dropped) == (7 * kernel.reads[index], kernel.reads[index])
+
+
 def test_a_worker_failing_at_start_is_given_up_with_backoff():
     context = multiprocessing.get_context("fork")
     times = context.Array("d", 8)  # start times of worker 0's processes

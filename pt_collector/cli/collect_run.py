@@ -10,7 +10,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,7 +23,6 @@ from ..ops.privileges import PrivilegeError, drop_privileges
 from ..ops.workers import EXIT_FATAL, run_workers
 from ..pipeline.collect import (
     CaptureSettings,
-    Opened,
     ParentReceivers,
     Worker,
     file_delivery,
@@ -53,6 +52,9 @@ from .kafka_options import (
     cluster_from,
     producer_settings_from,
 )
+
+if TYPE_CHECKING:
+    from ..capture import SharedReceiver
 
 TICK_S = 1.0  # with flow rules, histogram windows close by the wall clock this often while no probe comes
 REPORT_INTERVAL_S = 1.0  # workers post their counters this often: table, log lines and /metrics read them
@@ -141,14 +143,14 @@ def _one_worker(
     report: Callable[[CollectStats], None],
     say: Say,
     user: str | None,
-    opened: Opened | None = None,
+    shared: SharedReceiver | None = None,
     wrap: SinkWrap | None = None,
 ) -> tuple[int, CollectStats]:
     """Capture until stopped: (exit status, counters); errors, and the shutdown flush, are a line through `say`."""
     from ..capture import CaptureSetupError
 
     try:
-        worker = run_async(_capture(settings, engine, opener, report, user, opened, wrap))
+        worker = run_async(_capture(settings, engine, opener, report, user, shared, wrap))
     except (CaptureSetupError, KafkaUnavailable, PrivilegeError) as exc:
         say("error", str(exc))
         return EXIT_FAILED, CollectStats()
@@ -182,10 +184,11 @@ async def _capture(
     opener: SinkOpener,
     report: Callable[[CollectStats], None],
     user: str | None,
-    opened: Opened | None = None,
+    shared: SharedReceiver | None = None,
     wrap: SinkWrap | None = None,
 ) -> Worker:
-    receiver, kernel_stats = opened if opened is not None else open_receiver(settings)
+    # a receiver the parent opened (--workers N) has its kernel counters read by the parent
+    receiver, kernel_stats = (shared, None) if shared is not None else open_receiver(settings)
     wrap = wrap or SinkWrap()
     try:
         receiver.check_interface()  # a receiver opened before (by the parent) may have lost its interface

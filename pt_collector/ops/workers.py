@@ -43,6 +43,10 @@ class Receivers(Protocol):
         """Frames taken from worker `index`'s receiver so far, by all its processes."""
         ...
 
+    def counted(self, index: int) -> CollectStats:
+        """What the kernel counted on worker `index`'s receiver since the last read (received, dropped)."""
+        ...
+
     def retire(self, index: int) -> CollectStats:
         """Worker `index` runs no more: close its receiver; what the kernel counted on it since its last
         read (kernel received, dropped) and the frames still unread in it (left_at_stop)."""
@@ -181,10 +185,20 @@ class _Supervisor:
             if time.monotonic() >= next_tick:
                 while next_tick <= time.monotonic():
                     next_tick += tick_s
+                self.count_kernel()
                 tick()
         for slot in self.slots:  # those that were to restart when the stop came
             self.retire(slot)
         return self.status
+
+    def count_kernel(self) -> None:
+        """The kernel's counters of each worker's receiver, read by the parent, which holds them all."""
+        if self.receivers is None:
+            return
+        for slot in self.slots:
+            if slot.index not in self.retired:
+                slot.base.add(self.receivers.counted(slot.index))
+                self.post(slot.index, slot.total())
 
     def retire(self, slot: _Slot) -> None:
         """The worker runs no more: its receiver closes (a fanout group spreads its flows over the others),

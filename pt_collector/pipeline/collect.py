@@ -293,26 +293,34 @@ class ParentReceivers:
     def taken(self, index: int) -> int:
         return self.opened[index][0].taken
 
-    def retire(self, index: int) -> CollectStats:
+    def counted(self, index: int) -> CollectStats:
+        """What the kernel counted on worker `index`'s receiver since the last read (received, dropped).
+        Read here, in the parent, never by the worker: the read resets them, and a worker killed between
+        reading them and reporting them would take them along."""
         stats = CollectStats()
+        if index not in self.closed:
+            stats.kernel_received, stats.kernel_dropped = self.opened[index][1]()
+        return stats
+
+    def retire(self, index: int) -> CollectStats:
         if index in self.closed:
-            return stats
-        receiver, kernel_stats = self.opened[index]
+            return CollectStats()
+        receiver = self.opened[index][0]
         receiver.stop_receiving()  # nothing more to count: what it holds now is what was left in it
-        stats.kernel_received, stats.kernel_dropped = kernel_stats()
+        stats = self.counted(index)
         stats.left_at_stop = receiver.unread()
         receiver.close()
         self.closed.add(index)
         return stats
 
-    def only(self, index: int) -> Opened:
+    def only(self, index: int) -> SharedReceiver:
         """In worker `index`'s process: its receiver, ready to read on; the others closed (in this process)."""
         for other, (receiver, _) in enumerate(self.opened):
             if other != index:
                 receiver.close()
-        receiver, kernel_stats = self.opened[index]
+        receiver = self.opened[index][0]
         receiver.resume()
-        return receiver, kernel_stats
+        return receiver
 
     def close(self) -> None:
         for index, (receiver, _) in enumerate(self.opened):
