@@ -150,11 +150,15 @@ def analyze_read(
 
 # Kafka record batches built whole (native/src/record_batch.rs; pt_collector/kafka/recordbatch.py).
 def record_batch(
-    key: bytes, value: list[bytes | memoryview], headers: list[tuple[str, bytes]], codec: str, timestamp_ms: int
-) -> bytearray:
-    """A Kafka record batch (v2) of the one record (key, the value in parts laid end to end, headers), compressed
-    with `codec` ("none" or "snappy", in xerial's framing as aiokafka writes it), checksummed, the producer's state
-    unset (-1, -1, 0); the GIL is released while it is built, the parts read where they lie."""
+    messages: list[tuple[bytes, list[bytes | memoryview], list[tuple[str, bytes]]]],
+    codec: str,
+    timestamp_ms: int,
+    limit: int,
+) -> tuple[bytearray, int]:
+    """A Kafka record batch (v2) of the messages (key, the value in parts laid end to end, headers), one record
+    each in order, as many as fit in `limit` bytes (at least one), and how many that is; compressed with `codec`
+    ("none" or "snappy", in xerial's framing, the blocks starting again at each record), checksummed, the
+    producer's state unset (-1, -1, 0). The GIL is released while it is built, the parts read where they lie."""
 
 def set_producer_state(batch: bytearray, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
     """The idempotent producer's state written into a built batch, and its CRC-32C again."""

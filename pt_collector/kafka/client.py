@@ -140,6 +140,12 @@ class ProducerSettings:
     max_value_bytes: int = 900 * 1024
     native_batches: bool = True  # record batches built by the native engine where it is built (kafka/recordbatch.py)
 
+    @property
+    def max_batch_bytes(self) -> int:
+        """A record batch's largest size, compressed (aiokafka's max_batch_size; the native engine's batches of
+        several messages keep to it too): a message of max_value_bytes and room for its framing."""
+        return self.max_value_bytes + 16 * 1024
+
     def check(self) -> None:
         if self.acks not in ACKS:
             raise KafkaConfigError(f"--acks must be one of {', '.join(ACKS)}")
@@ -156,7 +162,7 @@ class ProducerSettings:
             "acks": "all" if self.acks == "all" else int(self.acks),
             "enable_idempotence": self.acks == "all" if self.idempotence is None else self.idempotence,
             "compression_type": None if self.compression == "none" else self.compression,
-            "max_batch_size": self.max_value_bytes + 16 * 1024,
+            "max_batch_size": self.max_batch_bytes,
             "max_request_size": max(1024 * 1024, self.max_value_bytes + REQUEST_OVERHEAD),
             "linger_ms": 0,
         }

@@ -50,7 +50,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from .recordbatch import PreparedBatch, send_built
+from .recordbatch import PreparedBatch, partition_of, send_built
 
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 1.0  # backoff between connection attempts to a broker, and metadata requests
 RESEND_LIMIT = 3  # a message refused for its sequence this often, each time by a fresh producer, fails
@@ -166,6 +166,10 @@ class RenewingProducer:
         message = _Message(next(self._numbers), topic, value, key, headers, asyncio.get_running_loop().create_future())
         await self._hand_over(message)
         return message.delivered
+
+    def partition(self, topic: str, key: bytes) -> int | None:
+        """The partition `send_batch` sends `key` to now, or None while the topic's partitions are not known."""
+        return partition_of(self._producer, topic, key)
 
     async def send_batch(self, topic: str, key: bytes, batch: PreparedBatch) -> asyncio.Future[Any]:
         """A message built as a record batch, to its key's partition: kept, retried and sent again as `send`'s."""

@@ -2,10 +2,11 @@
 
 Same Sink protocol as JsonLinesSink (`write`, `flush`) plus `close`. Records
 are grouped per source node (batch.py); one task hands the finished
-messages to the producer in order, one `send` per message (`send_batch`
-of its record batch for a large one, built by the native engine on a
-worker thread from the moment it is cut: kafka/recordbatch.py), and the
-delivery futures settle the counters. At most `max_pending` records are
+messages to the producer in order, one `send` per message, or for large
+ones one `send_batch` of a record batch holding every large message
+waiting for the same partition, built by the native engine on a worker
+thread (kafka/recordbatch.py), and the delivery futures settle the
+counters. At most `max_pending` records are
 held between `write` and the broker's acknowledgement; when that is
 reached, `when_full` decides: "block" (write waits, nothing is lost) or
 "drop" (the newest records are dropped and counted).
@@ -46,7 +47,7 @@ from ..codec.record import Record
 from .client import Cluster, KafkaUnavailable, ProducerSettings, start_producer
 from .message import BySource, Message, MessageBatcher
 from .options import WHEN_FULL
-from .recordbatch import BUILT_FROM, PreparedBatch, batch_preparer, builder
+from .recordbatch import BUILT_FROM, PreparedBatch, Preparer, batch_preparer, builder
 
 HEALTH_INTERVAL_S = 2.0
 HEALTH_TIMEOUT_S = 5.0
@@ -54,6 +55,7 @@ STALL_S = 10.0  # messages in flight and no acknowledgement for this long: Kafka
 OUTAGE_REPEAT_S = 10.0  # while Kafka is not taking records, what is held is said again this often
 CLOSE_TIMEOUT_S = 5.0  # closing the producer: after a flush it has nothing left; interrupted, it may never deliver
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0  # backoff between attempts to connect, or to hand a message over
+MAX_BATCH_MESSAGES = 64  # messages looked at for one built record batch (its size limit decides how many go in)
 
 # (level, message): what the sink has to say about the broker, for the operator's log
 Say = Callable[[str, str], None]
@@ -71,6 +73,8 @@ class Producer(Protocol):
 
 class BatchProducer(Producer, Protocol):
     """A producer that takes messages built as record batches: producer.RenewingProducer, routing.SharedProducer."""
+
+    def partition(self, topic: str, key: bytes) -> int | None: ...
 
     async def send_batch(self, topic: str, key: bytes, batch: PreparedBatch) -> asyncio.Future[object]: ...
 
@@ -156,7 +160,7 @@ class KafkaSink:
         clock: Callable[[], float] = time.monotonic,
         connect: Callable[[], Awaitable[Producer]] | None = None,
         say: Say | None = None,
-        prepare: Callable[[Message], PreparedBatch] | None = None,
+        prepare: Preparer | None = None,
     ) -> None:
         if max_pending < 1 or when_full not in WHEN_FULL or (producer is None) == (connect is None):
             raise ValueError(f"max_pending must be positive, when_full one of {WHEN_FULL}, one of producer, connect")
@@ -178,8 +182,9 @@ class KafkaSink:
         self._batcher = batcher
         self._clock = clock
         self._held = 0  # records accepted and not yet settled (acked or failed)
-        self._prepare = prepare  # builds a message's record batch (kafka/recordbatch.py); None: send() each
-        self._queue: deque[tuple[Message, asyncio.Future[PreparedBatch] | None]] = deque()  # and its batch, built
+        self._prepare = prepare  # builds large messages' record batch (kafka/recordbatch.py); None: send() each
+        self._queue: deque[Message] = deque()  # cut, not yet taken by the send loop
+        self._taken: tuple[list[Message], PreparedBatch | None] | None = None  # taken, not yet handed over
         self._queued = asyncio.Event()  # the queue has messages
         self._opened = asyncio.Event()  # the batcher has open batches
         self._settled = asyncio.Event()  # some records were settled
@@ -316,15 +321,16 @@ class KafkaSink:
         """
         await _cancel(self._tasks)
         self._tasks = []
-        unsent = [message for message, _ in self._queue] + self._batcher.drain()
+        unsent = (self._taken[0] if self._taken else []) + list(self._queue) + self._batcher.drain()
         self._queue.clear()
+        self._taken = None
         for message in unsent:
-            self._settle(message.count, "closed before sending")
+            self._settle(message.count, error="closed before sending")
         if self._producer is not None:
             with contextlib.suppress(TimeoutError, KafkaError, OSError):
                 await asyncio.wait_for(self._producer.stop(), timeout_s)  # its futures settle what it delivers
         if self._held:
-            self._settle(self._held, "not acknowledged before shutdown")
+            self._settle(self._held, error="not acknowledged before shutdown")
             self._abandoned = True
 
     def _accept(self, records: Sequence[Record]) -> None:
@@ -336,58 +342,92 @@ class KafkaSink:
             self._opened.set()
 
     def _enqueue(self, messages: list[Message]) -> None:
-        """Queue messages to send; with `prepare`, the batches of the large ones start being built now, in order."""
-        if not messages:
-            return
-        prepare, loop = self._prepare, asyncio.get_running_loop()
-        self._queue.extend(
-            (m, loop.run_in_executor(builder(), prepare, m) if prepare and m.nbytes >= BUILT_FROM else None)
-            for m in messages
-        )
-        self._queued.set()
+        """Queue messages to send."""
+        if messages:
+            self._queue.extend(messages)
+            self._queued.set()
 
     async def _wait_settled(self) -> None:
         self._settled.clear()
         await self._settled.wait()
 
     async def _send_loop(self) -> None:
-        """The one task that hands messages to the producer, in order."""
+        """The one task that hands messages to the producer, in order (per partition, for built batches)."""
         while True:
-            while not self._queue:
+            while not (self._taken or self._queue):
                 self._queued.clear()
                 await self._queued.wait()
             await self._connected.wait()
-            message, built = self._queue.popleft()
+            self._taken = self._taken or await self._take()
+            if self._taken is None:  # its batch could not be built: failed
+                continue
+            messages, built = self._taken
+            count = sum(message.count for message in messages)
             try:
                 if built is None:
+                    [message] = messages
                     delivery = await self._producer.send(  # type: ignore[union-attr]
                         self.topic, value=message.value, key=message.key, headers=message.headers
                     )
                 else:
                     producer = cast(BatchProducer, self._producer)  # prepare is set only with one (open_kafka_sink)
-                    delivery = await producer.send_batch(self.topic, message.key, await built)
+                    delivery = await producer.send_batch(self.topic, messages[0].key, built)
             except asyncio.CancelledError:
-                self._settle(message.count, "closed before sending")
-                raise
+                raise  # close() counts what was taken
             except KafkaError as exc:
                 if not (exc.retriable or isinstance(exc, KafkaTimeoutError)):  # a timeout: it was never taken
-                    self._refused(message.count, _describe(exc))
+                    self._taken = None
+                    self._refused(count, len(messages), _describe(exc))
                     continue
                 # not taken for now (its buffer stays full while the broker is away): keep it, first in line;
                 # the health check says what is going on
-                self._queue.appendleft((message, built))
                 self.counters.retries += 1
                 await asyncio.sleep(RETRY_MIN_S)
                 continue
-            except Exception as exc:  # a send that raises otherwise fails this message, never the loop
-                self._refused(message.count, _describe(exc))
+            except Exception as exc:  # a send that raises otherwise fails these messages, never the loop
+                self._taken = None
+                self._refused(count, len(messages), _describe(exc))
                 continue
+            self._taken = None
             if not self.counters.in_flight:
                 self._progress_at = self._clock()
-            self.counters.sent += message.count
-            self.counters.messages += 1
-            self.counters.batch_sizes.observe(message.count)
-            delivery.add_done_callback(partial(self._delivered, message.count, self._clock()))
+            self.counters.sent += count
+            self.counters.messages += len(messages)
+            for message in messages:
+                self.counters.batch_sizes.observe(message.count)
+            delivery.add_done_callback(partial(self._delivered, count, len(messages), self._clock()))
+
+    async def _take(self) -> tuple[list[Message], PreparedBatch | None] | None:
+        """The next messages to hand over: the first in line alone (through send()); or, when it is built into a
+        record batch, with it every large message waiting for the same partition (up to the batch's size, and
+        never past a small one of that partition: its order stays), the batch built on the builder thread while
+        the event loop goes on. The more the broker takes to answer, the more wait, the larger the batch."""
+        first = self._queue.popleft()
+        if self._prepare is None or first.nbytes < BUILT_FROM:
+            return [first], None
+        producer = cast(BatchProducer, self._producer)
+        partition = producer.partition(self.topic, first.key)
+        same, others = [first], []
+        for _ in range(min(len(self._queue), MAX_BATCH_MESSAGES) if partition is not None else 0):
+            message = self._queue.popleft()
+            if producer.partition(self.topic, message.key) != partition:
+                others.append(message)
+            elif message.nbytes < BUILT_FROM:
+                self._queue.appendleft(message)
+                break
+            else:
+                same.append(message)
+        self._queue.extendleft(reversed(others))  # they keep their places, first in line
+        try:
+            built, used = await asyncio.get_running_loop().run_in_executor(builder(), self._prepare, same)
+        except asyncio.CancelledError:
+            self._queue.extendleft(reversed(same))  # for close() to count
+            raise
+        except Exception as exc:  # never the loop
+            self._refused(sum(m.count for m in same), len(same), f"its record batch could not be built: {exc}")
+            return None
+        self._queue.extendleft(reversed(same[used:]))  # those that did not fit: the next batch's
+        return same[:used], built
 
     async def _linger_loop(self) -> None:
         """Closes batches whose oldest record has waited `linger`, when no write comes to do it."""
@@ -403,32 +443,33 @@ class KafkaSink:
                 continue
             self._enqueue(self._batcher.due(self._clock()))
 
-    def _delivered(self, count: int, sent_at: float, delivery: asyncio.Future[object]) -> None:
+    def _delivered(self, count: int, messages: int, sent_at: float, delivery: asyncio.Future[object]) -> None:
         if self._abandoned:  # already counted as failed at close
             return
         if delivery.cancelled():
-            self._settle(count, "delivery cancelled")
+            self._settle(count, messages, "delivery cancelled")
         elif delivery.exception() is not None:
-            self._refused(count, _describe(delivery.exception()))
+            self._refused(count, messages, _describe(delivery.exception()))
         else:
-            self.counters.acked_messages += 1
+            self.counters.acked_messages += messages
             self._progress_at = self._clock()
             self._failing = False
             self.counters.latency.observe(self._clock() - sent_at)
             self._settle(count)
 
-    def _refused(self, count: int, error: str) -> None:
-        """Records of a message the client or the broker refused: failed, and said (rate-limited upstream)."""
+    def _refused(self, count: int, messages: int, error: str) -> None:
+        """Records of messages the client or the broker refused: failed, and said (rate-limited upstream)."""
         self._failing = True
         self._say("error", f"Kafka refused a message: {error}")
-        self._settle(count, error)
+        self._settle(count, messages, error)
 
-    def _settle(self, count: int, error: str | None = None) -> None:
+    def _settle(self, count: int, messages: int = 1, error: str | None = None) -> None:
+        """`count` records of `messages` messages acknowledged, or failed (`error`)."""
         if error is None:
             self.counters.acked += count
         else:
             self.counters.failed += count
-            self.counters.errors += 1
+            self.counters.errors += messages
             self.counters.last_error = error
         self._held -= count
         self._settled.set()
@@ -477,7 +518,7 @@ async def open_kafka_sink(
         max_pending=max_pending,
         when_full=when_full,
         say=say,
-        prepare=batch_preparer(settings.compression, settings.native_batches),
+        prepare=batch_preparer(settings.compression, settings.max_batch_bytes, settings.native_batches),
     )
     start = partial(start_producer, cluster, settings, topic, say=say)
     if wait_for_broker:

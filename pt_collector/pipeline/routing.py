@@ -210,6 +210,9 @@ class SharedProducer:
     async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
         return await self.producer.send(topic, value=value, key=key, headers=headers)
 
+    def partition(self, topic: str, key: bytes) -> int | None:
+        return self.producer.partition(topic, key)  # type: ignore[no-any-return]
+
     async def send_batch(self, topic: str, key: bytes, batch: PreparedBatch) -> Any:
         return await self.producer.send_batch(topic, key, batch)
 
@@ -246,7 +249,7 @@ async def open_kafka_routes(
     """
     topics = list(dict.fromkeys(topic for topic, _ in engine.outputs()))
     shared = SharedProducer(partial(start_producer, cluster, settings, *topics, say=say))
-    prepare = batch_preparer(settings.compression, settings.native_batches)
+    prepare = batch_preparer(settings.compression, settings.max_batch_bytes, settings.native_batches)
     if not wait_for_broker:
         await shared.connect()
     sinks = {}
