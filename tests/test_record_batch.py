@@ -107,18 +107,19 @@ def test_several_messages_are_records_in_order_and_the_batch_keeps_to_its_limit(
     messages = [
         Message(b"fc00::%d" % (i % 3), json_lines(400, 10 + i), message_headers("json", 400), 400) for i in range(12)
     ]
-    whole, used = prepare(messages, "snappy", 1 << 30)
-    assert (used, whole.record_count()) == (12, 12)
+    whole = prepare(messages, "snappy", 1 << 30)
+    assert whole.record_count() == 12
     batch = DefaultRecordBatch(bytes(whole._build()))
     assert batch.validate_crc() and batch.next_offset == 12  # the last offset delta is 11
     read = [(r.offset, r.key, r.value, r.headers) for r in batch]
     assert read == [(i, m.key, m.value, m.headers) for i, m in enumerate(messages)]
     limit = len(whole._build()) // 3  # about four messages' worth, compressed
-    cut, used = prepare(messages, "snappy", limit)
-    assert 2 <= used < 12 and len(cut._build()) <= limit and cut.record_count() == used
+    cut = prepare(messages, "snappy", limit)
+    used = cut.record_count()
+    assert 2 <= used < 12 and len(cut._build()) <= limit
     assert [r.value for r in DefaultRecordBatch(bytes(cut._build()))] == [m.value for m in messages[:used]]
-    single, used = prepare(messages, "snappy", 100)  # a first message over the limit still goes, alone
-    assert used == 1 and single.size() > 100
+    single = prepare(messages, "snappy", 100)  # a first message over the limit still goes, alone
+    assert single.record_count() == 1 and single.size() > 100
 
 
 def test_which_settings_build_batches() -> None:
@@ -131,7 +132,7 @@ def test_which_settings_build_batches() -> None:
 
 def test_a_renewed_producer_writes_its_own_state_in() -> None:
     message = Message(b"k", json_lines(50, 6), message_headers("json", 50), 50)
-    prepared, _ = prepare([message], "snappy", LIMIT)
+    prepared = prepare([message], "snappy", LIMIT)
     prepared._set_producer_state(1, 0, 10)
     first = bytes(prepared._build())
     prepared._set_producer_state(2, 0, 0)  # sent again through a new producer: new id, sequence from 0
@@ -146,7 +147,7 @@ def test_a_send_after_a_built_batch_starts_a_batch_of_its_own() -> None:
     from aiokafka.structs import TopicPartition
 
     async def run() -> object:
-        prepared, _ = prepare([Message(b"k", b"x\n", [], 1)], "snappy", LIMIT)
+        prepared = prepare([Message(b"k", b"x\n", [], 1)], "snappy", LIMIT)
         built = MessageBatch(TopicPartition("t", 0), prepared, 30.0, 0.0)
         return built.append(b"k", b"y\n", None, headers=[])
 
@@ -154,15 +155,18 @@ def test_a_send_after_a_built_batch_starts_a_batch_of_its_own() -> None:
 
 
 class FakeProducer:
-    """aiokafka's producer as send_built sees it: metadata, its partitioner, send_batch."""
+    """aiokafka's producer as send_built sees it: metadata, its partitions, its partitioner, send_batch."""
 
     def __init__(self, partitions: int) -> None:
-        self.client = self
+        self.client = self._metadata = self
         self.partitions = partitions
         self.sent: list[tuple[str, int]] = []
 
     async def _wait_on_metadata(self, topic: str) -> None:
         await asyncio.sleep(0)
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
 
     def _partition(self, topic, partition, key, value, serialized_key, serialized_value) -> int:
         return sum(serialized_key) % self.partitions
@@ -174,7 +178,7 @@ class FakeProducer:
 
 def test_a_built_batch_goes_to_its_keys_partition() -> None:
     producer = FakeProducer(4)
-    batch, _ = prepare([Message(b"\x01\x02", b"x\n", [], 1)], "none", LIMIT)
+    batch = prepare([Message(b"\x01\x02", b"x\n", [], 1)], "none", LIMIT)
     assert asyncio.run(send_built(producer, "t", b"\x01\x02", batch)) == "future"
     assert producer.sent == [("t", 3)]
 

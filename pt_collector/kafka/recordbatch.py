@@ -79,15 +79,14 @@ class PreparedBatch:
         return self._data
 
 
-Preparer = Callable[[Sequence[Message]], tuple[PreparedBatch, int]]
+Preparer = Callable[[Sequence[Message]], PreparedBatch]
 
 
-def prepare(messages: Sequence[Message], compression: str, limit: int) -> tuple[PreparedBatch, int]:
-    """The first messages' record batch, as many as fit in `limit` bytes (at least one), and how many that is
-    (the GIL released while the engine builds it)."""
+def prepare(messages: Sequence[Message], compression: str, limit: int) -> PreparedBatch:
+    """The first messages' record batch, as many as fit in `limit` bytes (at least one; `record_count()` says how
+    many), the GIL released while the engine builds it."""
     entries = [(m.key, list(m.parts), m.headers) for m in messages]
-    data, used = record_batch(entries, compression, int(time.time() * 1000), limit)
-    return PreparedBatch(data, used), used
+    return PreparedBatch(*record_batch(entries, compression, int(time.time() * 1000), limit))
 
 
 def batch_preparer(compression: str, limit: int, native: bool = True) -> Preparer | None:
@@ -118,5 +117,4 @@ async def send_built(producer: Any, topic: str, key: bytes, batch: PreparedBatch
     """Into aiokafka's producer: to the partition `send()` would pick for the key (partition_of); the future settles
     as send()'s."""
     await producer.client._wait_on_metadata(topic)
-    partition = producer._partition(topic, None, None, None, key, None)
-    return await producer.send_batch(batch, topic, partition=partition)
+    return await producer.send_batch(batch, topic, partition=partition_of(producer, topic, key))

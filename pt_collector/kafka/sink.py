@@ -419,13 +419,14 @@ class KafkaSink:
                 same.append(message)
         self._queue.extendleft(reversed(others))  # they keep their places, first in line
         try:
-            built, used = await asyncio.get_running_loop().run_in_executor(builder(), self._prepare, same)
+            built = await asyncio.get_running_loop().run_in_executor(builder(), self._prepare, same)
         except asyncio.CancelledError:
             self._queue.extendleft(reversed(same))  # for close() to count
             raise
         except Exception as exc:  # never the loop
             self._refused(sum(m.count for m in same), len(same), f"its record batch could not be built: {exc}")
             return None
+        used = built.record_count()
         self._queue.extendleft(reversed(same[used:]))  # those that did not fit: the next batch's
         return same[:used], built
 
