@@ -162,20 +162,22 @@ class RenewingProducer:
 
     async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
         """The message to its topic; the future settles with the broker's answer (as AIOKafkaProducer.send's)."""
-        await self._ready.wait()
-        message = _Message(next(self._numbers), topic, value, key, headers, asyncio.get_running_loop().create_future())
-        await self._hand_over(message)
-        return message.delivered
+        return await self._send(topic, value, key, headers)
 
     def partition(self, topic: str, key: bytes) -> int | None:
         """The partition `send_batch` sends `key` to now, or None while the topic's partitions are not known."""
         return partition_of(self._producer, topic, key)
 
     async def send_batch(self, topic: str, key: bytes, batch: PreparedBatch) -> asyncio.Future[Any]:
-        """A message built as a record batch, to its key's partition: kept, retried and sent again as `send`'s."""
+        """Messages built as one record batch, to the key's partition: kept, retried and sent again as `send`'s."""
+        return await self._send(topic, b"", key, [], batch)
+
+    async def _send(
+        self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]], batch: PreparedBatch | None = None
+    ) -> asyncio.Future[Any]:
         await self._ready.wait()
         future = asyncio.get_running_loop().create_future()
-        message = _Message(next(self._numbers), topic, b"", key, [], future, batch=batch)
+        message = _Message(next(self._numbers), topic, value, key, headers, future, batch=batch)
         await self._hand_over(message)
         return message.delivered
 

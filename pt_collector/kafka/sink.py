@@ -6,10 +6,10 @@ messages to the producer in order, one `send` per message, or for large
 ones one `send_batch` of a record batch holding every large message
 waiting for the same partition, built by the native engine on a worker
 thread (kafka/recordbatch.py), and the delivery futures settle the
-counters. At most `max_pending` records are
-held between `write` and the broker's acknowledgement; when that is
-reached, `when_full` decides: "block" (write waits, nothing is lost) or
-"drop" (the newest records are dropped and counted).
+counters. At most `max_pending` records are held between `write` and the
+broker's acknowledgement; when that is reached, `when_full` decides:
+"block" (write waits, nothing is lost) or "drop" (the newest records are
+dropped and counted).
 
 Faults: a send the client refuses for a while (its buffer full while the
 broker is away) is retried, never failed; the producer itself keeps what
