@@ -2,7 +2,7 @@
 """The collect worker's per-block path in one process, fed TPACKET_V3 blocks laid out as the kernel lays them out.
 
     python bench/bench_block_path.py [--laps 5] [--blocks 64] [--block-size 1048576] [--stage engine,worker]
-                                     [--idle-ms 0] [--python /work/main/.venv/bin/python] [--repeat 3]
+                                     [--idle-ms 0] [--python <other checkout>/.venv/bin/python] [--repeat 3]
 
 An anonymous mapping of --blocks x --block-size bytes is filled once with
 realistic encapsulated probes (256 sources, 5 MCDs, 3 segments, every value
